@@ -1,1 +1,5 @@
-"""mmjax."""
+"""Flax Linen encoders."""
+
+from mmjax.models.mlp import MLP, paper_widths
+
+__all__ = ["MLP", "paper_widths"]

@@ -1,0 +1,8 @@
+"""Paper figure: selection bias sweep with dependent latents (SPEC A4)."""
+
+from mmjax.configs.numeric import selection_sweep
+
+
+def get_experiment(scale: str, overrides: dict[str, str]):
+    """Settings of this figure at the given scale."""
+    return selection_sweep("selection_dependent", scale, overrides, dependent=True)

@@ -1,0 +1,108 @@
+"""Command line: `mmjax sweep <experiment> [--scale smoke|cpu|paper] [--seeds N] [--out DIR] [--set k=v]`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+from mmjax.configs.synthetic import SCALES, ConfigError
+
+REPO_EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def find_experiment(name: str) -> Path:
+    """Path of experiments/<name>.py (cwd first, then next to the installed package), or a file."""
+    candidates = [Path(name), Path.cwd() / "experiments" / f"{name}.py",
+                  REPO_EXPERIMENTS / f"{name}.py"]
+    for path in candidates:
+        if path.suffix == ".py" and path.is_file():
+            return path
+    known = sorted(p.stem for d in {Path.cwd() / "experiments", REPO_EXPERIMENTS} if d.is_dir()
+                   for p in d.glob("*.py") if not p.stem.startswith("_"))
+    raise ConfigError(f"experiment={name!r} not found; allowed: {', '.join(known) or '(none)'}")
+
+
+def load_experiment_module(path: Path):
+    """Import an experiment file as a module."""
+    spec = importlib.util.spec_from_file_location(f"mmjax_experiment_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_sets(pairs: list[str]) -> dict[str, str]:
+    """`field=value` strings to a dict, failing on a malformed one."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set {pair!r} is invalid: expected field=value")
+        out[name.strip()] = value
+    return out
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run an experiment's sweep and write results.csv, sweep.json and heatmaps."""
+    from tqdm import tqdm
+
+    from mmjax import report
+    from mmjax.train.sweep import run_sweep, tidy_rows
+
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds={args.seeds} is invalid: must be a positive integer")
+    if args.chunk < 1:
+        raise ConfigError(f"--chunk={args.chunk} is invalid: must be a positive integer")
+    module = load_experiment_module(find_experiment(args.experiment))
+    experiment = module.get_experiment(args.scale, parse_sets(args.set or []))
+    out = Path(args.out or f"runs/{experiment.name}_{args.scale}")
+    seeds = list(range(args.seeds))
+    print(f"mmjax sweep {experiment.name} --scale {args.scale}: {len(experiment.settings)} settings"
+          f" x {len(seeds)} seeds -> {out}", file=sys.stderr)
+    record = run_sweep(experiment, out, seeds, chunk_size=args.chunk,
+                       progress=lambda **kw: tqdm(desc=experiment.name, **kw))
+    rows = tidy_rows(experiment, record)
+    report.write_csv(rows, out / "results.csv")
+    record = {k: v for k, v in record.items() if k != "results"}
+    record["scale"] = args.scale
+    report.write_json(record, out / "sweep.json")
+    title = f"{experiment.name} ({args.scale}, {len(seeds)} seeds): seed-mean non-linear R²"
+    report.plot_heatmaps(rows, out / "heatmap.png", title)
+    report.plot_heatmaps(rows, out / "heatmap_linear.png",
+                         title.replace("non-linear", "linear"), metric="r2_linear")
+    failed = [j for j in record["jobs"].values() if j["status"] != "ok"]
+    print(report.format_table(rows, "x"))
+    print(f"wrote {out}/results.csv, sweep.json, heatmap.png in {record['total_seconds']:.0f} s;"
+          f" {len(failed)} of {len(record['jobs'])} runs failed")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of the `mmjax` command."""
+    parser = argparse.ArgumentParser(prog="mmjax", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sweep = sub.add_parser("sweep", help="run a synthetic experiment (vmapped over configs and seeds)")
+    sweep.add_argument("experiment", help="name of a file in experiments/ (or a path)")
+    sweep.add_argument("--scale", choices=SCALES, default="cpu")
+    sweep.add_argument("--seeds", type=int, default=3)
+    sweep.add_argument("--out", default=None, help="output directory (default runs/<name>_<scale>)")
+    sweep.add_argument("--chunk", type=int, default=8, help="runs vmapped together per compiled call")
+    sweep.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                       help="override any config field, e.g. --set batch=64 --set widths=32,32")
+    sweep.set_defaults(func=cmd_sweep)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; configuration errors print one line and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"mmjax: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""Validated configuration of one synthetic run (SPEC A1–A3), and its split into static/traced parts.
+
+User-facing index sets are 1-based, as in the paper ([3] = {1, 2, 3}); codes are the reference's
+0-based graded-lexicographic codes (see `mmjax.latent.codes`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.latent import codes
+from mmjax.latent.simulator import Bias, LatentShape
+from mmjax.models.mlp import paper_widths
+from mmjax.train.synthetic import LOSSES, NONLINEAR_PROBES, OUTPUT_NORMS, RunParams, RunStatic
+
+SCALES = ("smoke", "cpu", "paper")
+SCHEDULES = ("constant", "cosine")
+TEXT_LAYOUTS = ("padded", "exact")
+
+
+class ConfigError(ValueError):
+    """A config field has a value outside what is allowed (message: field, value, allowed)."""
+
+
+def _fail(name: str, value, allowed: str) -> typing.NoReturn:
+    raise ConfigError(f"{name}={value!r} is invalid: {allowed}")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """One run of the numeric study. Shapes are static; everything else is traced and vmappable."""
+
+    # latent model
+    n_s: int = 10
+    n_x: int = 5
+    n_t: int = 5
+    theta: tuple[int, ...] | None = None  # 1-based selected indices; None = all (or theta_code)
+    theta_code: int | None = None
+    rho: tuple[int, ...] = ()  # 1-based perturbed indices (or rho_code)
+    rho_code: int | None = None
+    p_change: float = 0.75
+    dependent: bool = False
+    causal: bool = False
+    reference_cov: bool = True
+    mixing_layers: int = 3
+    cond_samples: int = 25_000
+    cond_rank: int = 25
+    text_layout: str = "padded"
+    # encoders and training
+    encoding_size: int | None = None  # None = |theta| - |rho|
+    widths: str = "64,64,64"  # comma-separated hidden widths, or "paper" ([10d, 50d x4, 10d])
+    batch: int = 128
+    steps: int = 12_000
+    lr: float = 1e-2
+    schedule: str = "cosine"
+    clip_norm: float = 2.0
+    tau: float = 1.0
+    alpha: float = 0.5
+    loss: str = "lp_simclr"
+    output_norm: str = "batch_standardize"
+    log_every: int = 100
+    # evaluation
+    eval_fit: int = 4096
+    eval_test: int = 4096
+    nonlinear_probe: str = "mlp"
+    kernel_ridge_max: int = 2048
+    probe_epochs: int = 200  # the MLP probe's max epochs (sklearn's max_iter)
+    eval_tilde: bool = True  # also regress each s~_i (reported for perturbed i)
+    _theta_set: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
+    _rho_set: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("n_s", "n_x", "n_t", "mixing_layers", "batch", "steps", "log_every",
+                     "eval_fit", "eval_test", "cond_samples", "cond_rank", "kernel_ridge_max",
+                     "probe_epochs"):
+            if int(getattr(self, name)) < 1:
+                _fail(name, getattr(self, name), "must be a positive integer")
+        if self.cond_rank > self.cond_samples:
+            _fail("cond_rank", self.cond_rank, f"must be at most cond_samples={self.cond_samples}")
+        if self.log_every > self.steps:
+            _fail("log_every", self.log_every, f"must be at most steps={self.steps}")
+        if self.batch < 2:
+            _fail("batch", self.batch, "must be at least 2 (negatives come from the batch)")
+        theta = self._resolve_set("theta", self.theta, self.theta_code, allow_empty=False)
+        rho = self._resolve_set("rho", self.rho, self.rho_code, allow_empty=True)
+        if not set(rho) < set(theta):
+            name, value = ("rho_code", self.rho_code) if self.rho_code is not None else ("rho", self.rho)
+            _fail(name, value, f"the perturbed set must be a proper subset of theta={theta} (1-based)")
+        object.__setattr__(self, "_theta_set", theta)
+        object.__setattr__(self, "_rho_set", rho)
+        if self.encoding_size is not None and not 1 <= self.encoding_size <= self.n_s:
+            _fail("encoding_size", self.encoding_size, f"must be in 1..n_s={self.n_s} or None")
+        if not 0.0 <= self.p_change <= 1.0:
+            _fail("p_change", self.p_change, "must be a probability in [0, 1]")
+        for name in ("lr", "tau", "clip_norm"):
+            if not getattr(self, name) > 0:
+                _fail(name, getattr(self, name), "must be > 0")
+        if not 0.0 <= self.alpha <= 1.0:
+            _fail("alpha", self.alpha, "must be in [0, 1]")
+        for name, allowed in (("schedule", SCHEDULES), ("loss", LOSSES),
+                              ("output_norm", OUTPUT_NORMS), ("nonlinear_probe", NONLINEAR_PROBES),
+                              ("text_layout", TEXT_LAYOUTS)):
+            if getattr(self, name) not in allowed:
+                _fail(name, getattr(self, name), f"allowed: {', '.join(allowed)}")
+        if self.reference_cov and self.dependent and self.n_x != self.n_t:
+            _fail("reference_cov", True, "the shared draw Σ_mt = Σ_mx needs n_x == n_t")
+        self.hidden_widths(self.n_s + self.n_x)
+
+    def _resolve_set(self, name: str, indices, code, allow_empty: bool) -> tuple[int, ...]:
+        """0-based sorted indices from a 1-based index list or a graded-lexicographic code."""
+        if code is not None:
+            if indices not in (None, ()):
+                _fail(f"{name}_code", code, f"give either {name} or {name}_code, not both")
+            lowest = codes.EMPTY_CODE if allow_empty else 0
+            if not lowest <= code < codes.num_subset_codes(self.n_s):
+                _fail(f"{name}_code", code,
+                      f"allowed {lowest}..{codes.num_subset_codes(self.n_s) - 1} for n_s={self.n_s}")
+            return codes.subset_from_code(code, self.n_s)
+        if indices is None:
+            return tuple(range(self.n_s))
+        values = tuple(int(i) for i in indices)
+        if not values and not allow_empty:
+            _fail(name, indices, "must select at least one semantic index")
+        bad = [i for i in values if not 1 <= i <= self.n_s]
+        if bad:
+            _fail(name, indices, f"indices are 1-based and must lie in 1..n_s={self.n_s}")
+        if len(set(values)) != len(values):
+            _fail(name, indices, "indices must be distinct")
+        return tuple(sorted(i - 1 for i in values))
+
+    @property
+    def theta_set(self) -> tuple[int, ...]:
+        """0-based selected indices."""
+        return self._theta_set
+
+    @property
+    def rho_set(self) -> tuple[int, ...]:
+        """0-based perturbed indices."""
+        return self._rho_set
+
+    @property
+    def n_unbiased(self) -> int:
+        """|I_theta \\ I_rho|: the default encoding size."""
+        return len(self._theta_set) - len(self._rho_set)
+
+    @property
+    def code_theta(self) -> int:
+        """The reference's code for theta."""
+        return codes.code_from_subset(self._theta_set, self.n_s)
+
+    @property
+    def code_rho(self) -> int:
+        """The reference's code for rho (-1 = empty)."""
+        return codes.code_from_subset(self._rho_set, self.n_s)
+
+    def hidden_widths(self, input_dim: int) -> tuple[int, ...]:
+        """Hidden widths of an encoder with this input dimension."""
+        if self.widths == "paper":
+            return paper_widths(input_dim)
+        try:
+            out = tuple(int(w) for w in str(self.widths).split(",") if w.strip())
+        except ValueError:
+            out = ()
+        if not out or min(out) < 1:
+            _fail("widths", self.widths, "comma-separated positive integers, or 'paper'")
+        return out
+
+    def role(self, index: int) -> str:
+        """Role of 0-based semantic index: unbiased, omitted or perturbed."""
+        if index not in self._theta_set:
+            return "omitted"
+        return "perturbed" if index in self._rho_set else "unbiased"
+
+    def to_static(self) -> RunStatic:
+        """The static (shape-fixing) half of this config."""
+        shape = self.latent_shape()
+        enc_dim = self.n_s if self.text_layout == "padded" else (
+            self.encoding_size or self.n_unbiased)
+        return RunStatic(
+            shape=shape,
+            widths_x=self.hidden_widths(shape.x_dim),
+            widths_t=self.hidden_widths(shape.t_dim),
+            enc_dim=enc_dim, batch=self.batch, steps=self.steps, loss=self.loss,
+            output_norm=self.output_norm, schedule=self.schedule, log_every=self.log_every,
+            eval_fit=self.eval_fit, eval_test=self.eval_test,
+            nonlinear_probe=self.nonlinear_probe, kernel_ridge_max=self.kernel_ridge_max,
+            probe_epochs=self.probe_epochs, eval_tilde=self.eval_tilde,
+        )
+
+    def latent_shape(self) -> LatentShape:
+        """Static sizes of the latent model."""
+        slots = self.n_s if self.text_layout == "padded" else len(self._theta_set)
+        return LatentShape(n_s=self.n_s, n_x=self.n_x, n_t=self.n_t, text_slots=slots,
+                           mixing_layers=self.mixing_layers, cond_samples=self.cond_samples,
+                           cond_rank=self.cond_rank)
+
+    def to_params(self) -> RunParams:
+        """The traced half of this config."""
+        theta = np.zeros(self.n_s, np.float32)
+        theta[list(self._theta_set)] = 1
+        rho = np.zeros(self.n_s, np.float32)
+        rho[list(self._rho_set)] = 1
+        enc_dim = self.to_static().enc_dim
+        enc_mask = (np.arange(enc_dim) < (self.encoding_size or self.n_unbiased)).astype(np.float32)
+        f = lambda v: jnp.asarray(v, jnp.float32)
+        return RunParams(
+            bias=Bias(theta=f(theta), rho=f(rho), p_change=f(self.p_change),
+                      dependent=f(self.dependent), causal=f(self.causal),
+                      reference_cov=f(self.reference_cov)),
+            enc_mask=f(enc_mask), lr=f(self.lr), tau=f(self.tau), alpha=f(self.alpha),
+            clip_norm=f(self.clip_norm),
+        )
+
+    def to_dict(self) -> dict:
+        """Plain dict of the user-facing fields (for sweep.json)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        out["theta_resolved"] = [i + 1 for i in self._theta_set]
+        out["rho_resolved"] = [i + 1 for i in self._rho_set]
+        return out
+
+
+def _parse_value(name: str, raw: str, current, annotation: str):
+    """Parse a --set string for field `name` given its annotation."""
+    text = raw.strip()
+    try:
+        if "tuple" in annotation:
+            if text.lower() in ("none", "all") and "None" in annotation:
+                return None
+            parts = [p for p in text.strip("[]()").replace(" ", "").split(",") if p]
+            return tuple(int(p) for p in parts)
+        if annotation.startswith("bool"):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if "None" in annotation and text.lower() == "none":
+            return None
+        if annotation.startswith("int"):
+            return int(text)
+        if annotation.startswith("float"):
+            return float(text)
+        return text
+    except ValueError:
+        _fail(name, raw, f"could not parse as {annotation}")
+
+
+def apply_overrides(cfg: SyntheticConfig, overrides: dict[str, str]) -> SyntheticConfig:
+    """Return cfg with `field=value` strings applied (the CLI's --set), validated."""
+    known = {f.name: f for f in fields(cfg) if f.init}
+    updates = {}
+    for name, raw in overrides.items():
+        if name not in known:
+            close = ", ".join(sorted(known))
+            raise ConfigError(f"--set {name}={raw}: unknown field; allowed fields: {close}")
+        updates[name] = _parse_value(name, raw, getattr(cfg, name), str(known[name].type))
+    if "theta" in updates:
+        updates.setdefault("theta_code", None)
+    if "rho" in updates:
+        updates.setdefault("rho_code", None)
+    if "theta_code" in updates and updates["theta_code"] is not None:
+        updates.setdefault("theta", None)
+    if "rho_code" in updates and updates["rho_code"] is not None:
+        updates.setdefault("rho", ())
+    return dataclasses.replace(cfg, **updates)

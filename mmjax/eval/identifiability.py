@@ -1,0 +1,331 @@
+"""Identifiability probes (SPEC A3): standardisation, R² and linear / kernel-ridge / MLP regressors.
+
+Everything is float32, shape-static and free of host callbacks so the probes can run inside the
+jitted, vmapped sweep. The non-linear probes re-implement scikit-learn's defaults (GridSearchCV over
+an RBF ``KernelRidge``; ``MLPRegressor()``) so the numbers stay comparable with the paper's figures.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+
+# Pairwise distances and the solves rely on cancellation; accelerators would otherwise be allowed
+# to run float32 matmuls in TF32/bf16, which destroys |a|^2 + |b|^2 - 2ab.
+_HI = lax.Precision.HIGHEST
+
+# Relative singular-value cutoff for the min-norm least squares. Exactly collinear float32 columns
+# leave singular values around 1e-7 * s_max; 1e-5 sits two decades above that noise floor while
+# keeping genuinely (if badly) conditioned directions.
+_LSTSQ_RCOND = 1e-5
+
+# sklearn's Adam defaults (not exposed by MLPRegressor's defaults we mirror).
+_ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
+
+# The reference grid: tuple(np.logspace(-2, 2, 4)), hoisted so the default is built once.
+_DEFAULT_GAMMAS = tuple(float(g) for g in np.logspace(-2, 2, 4))
+
+
+def _f32(x) -> Array:
+    return jnp.asarray(x, jnp.float32)
+
+
+def _as_2d(y) -> Array:
+    y = _f32(y)
+    return y[:, None] if y.ndim == 1 else y
+
+
+def _mask_or_ones(mask, k: int) -> Array:
+    if mask is None:
+        return jnp.ones((k,), jnp.float32)
+    return _f32(mask).reshape(k)
+
+
+def standardize(h_fit, h_test) -> tuple[Array, Array]:
+    """Z-score both splits with fit-split statistics; (near-)constant columns become exactly 0."""
+    h_fit, h_test = _f32(h_fit), _f32(h_test)
+    # Shifting by the first row makes a constant column exactly zero, so its std is exactly 0
+    # instead of rounding noise that the division would blow up into a fake feature.
+    ref = h_fit[0]
+    c_fit = h_fit - ref
+    mean = jnp.mean(c_fit, axis=0)
+    std = jnp.sqrt(jnp.mean((c_fit - mean) ** 2, axis=0))
+    # Relative threshold: scale-free across representations, and catches columns whose variation
+    # is only a few float32 ulps of a large offset.
+    scale = jnp.maximum(jnp.max(std), jnp.abs(mean + ref))
+    keep = std > 1e-6 * scale
+    inv = jnp.where(keep, 1.0 / jnp.where(keep, std, 1.0), 0.0)
+    z_fit = jnp.where(keep, (c_fit - mean) * inv, 0.0)
+    z_test = jnp.where(keep, (h_test - ref - mean) * inv, 0.0)
+    return z_fit, z_test
+
+
+def _r2_per_output(y_true: Array, y_pred: Array) -> Array:
+    # Shift by the first row so a constant target has an exactly-zero denominator, which is what
+    # sklearn's force_finite branch keys on.
+    yc = y_true - y_true[0]
+    den = jnp.sum((yc - jnp.mean(yc, axis=0)) ** 2, axis=0)
+    num = jnp.sum((y_true - y_pred) ** 2, axis=0)
+    safe_den = jnp.where(den > 0, den, 1.0)
+    return jnp.where(den > 0, 1.0 - num / safe_den, jnp.where(num > 0, 0.0, 1.0))
+
+
+def _masked_mean(values: Array, mask: Array) -> Array:
+    # An all-zero mask yields NaN on purpose: there is nothing to score.
+    return jnp.sum(jnp.where(mask > 0, values, 0.0), axis=-1) / jnp.sum(mask)
+
+
+def r2_score(y_true, y_pred, mask=None) -> Array:
+    """Uniform-average R² over (masked) outputs, as sklearn's r2_score with force_finite=True."""
+    y_true, y_pred = _as_2d(y_true), _as_2d(y_pred)
+    mask = _mask_or_ones(mask, y_true.shape[1])
+    return _masked_mean(_r2_per_output(y_true, y_pred), mask)
+
+
+def _lstsq_min_norm(x: Array, y: Array) -> Array:
+    u, s, vt = jnp.linalg.svd(x, full_matrices=False)
+    keep = s > _LSTSQ_RCOND * s[0]
+    s_inv = jnp.where(keep, 1.0 / jnp.where(keep, s, 1.0), 0.0)
+    uty = jnp.matmul(u.T, y, precision=_HI)
+    return jnp.matmul(vt.T, s_inv[:, None] * uty, precision=_HI)
+
+
+def linear_r2(h_fit, y_fit, h_test, y_test, mask=None) -> Array:
+    """Test R² of least squares with intercept (min-norm, as sklearn LinearRegression)."""
+    h_fit, h_test = _f32(h_fit), _f32(h_test)
+    y_fit, y_test = _as_2d(y_fit), _as_2d(y_test)
+    # Centering absorbs the intercept exactly, as LinearRegression(fit_intercept=True) does.
+    x_mean, y_mean = jnp.mean(h_fit, axis=0), jnp.mean(y_fit, axis=0)
+    coef = _lstsq_min_norm(h_fit - x_mean, y_fit - y_mean)
+    pred = jnp.matmul(h_test - x_mean, coef, precision=_HI) + y_mean
+    return r2_score(y_test, pred, mask)
+
+
+def _sq_dists(a: Array, b: Array) -> Array:
+    sq = (
+        jnp.sum(a**2, axis=1)[:, None]
+        + jnp.sum(b**2, axis=1)[None, :]
+        - 2.0 * jnp.matmul(a, b.T, precision=_HI)
+    )
+    return jnp.maximum(sq, 0.0)
+
+
+def _kfold_bounds(n: int, n_folds: int) -> list[tuple[int, int]]:
+    # sklearn KFold(shuffle=False): contiguous folds, the first n % k of them one sample longer.
+    sizes = np.full(n_folds, n // n_folds, dtype=int)
+    sizes[: n % n_folds] += 1
+    stops = np.cumsum(sizes)
+    return [(int(stop - size), int(stop)) for stop, size in zip(stops, sizes, strict=True)]
+
+
+def _eig_kernel(d2: Array, gamma: Array) -> tuple[Array, Array]:
+    lam, vec = jnp.linalg.eigh(jnp.exp(-gamma * d2))
+    # An RBF Gram matrix is PSD; float32 eigh can return slightly negative eigenvalues that would
+    # make lambda + alpha vanish for the smallest alpha.
+    return jnp.maximum(lam, 0.0), vec
+
+
+def kernel_ridge_r2(
+    h_fit,
+    y_fit,
+    h_test,
+    y_test,
+    mask=None,
+    *,
+    alphas=(1.0, 0.1, 0.01, 0.001),
+    gammas=_DEFAULT_GAMMAS,
+    n_folds=3,
+) -> Array:
+    """Test R² of RBF kernel ridge tuned like GridSearchCV(KernelRidge('rbf'), cv=3), then refit."""
+    h_fit, h_test = _f32(h_fit), _f32(h_test)
+    y_fit, y_test = _as_2d(y_fit), _as_2d(y_test)
+    mask = _mask_or_ones(mask, y_fit.shape[1])
+    alphas_arr, gammas_arr = _f32(alphas), _f32(gammas)
+    n = h_fit.shape[0]
+    d2_fit = _sq_dists(h_fit, h_fit)
+    # sklearn's euclidean_distances(X, X) pins the self-distances to exactly 0.
+    d2_fit = jnp.where(jnp.eye(n, dtype=bool), 0.0, d2_fit)
+
+    def fold_scores(tr: np.ndarray, te: np.ndarray) -> Array:
+        d2_tr = d2_fit[np.ix_(tr, tr)]
+        d2_te = d2_fit[np.ix_(te, tr)]
+        y_tr, y_te = y_fit[tr], y_fit[te]
+
+        def per_gamma(gamma: Array) -> Array:
+            # One eigendecomposition serves every alpha: (K + aI)^-1 = V diag(1/(lam + a)) V^T.
+            lam, vec = _eig_kernel(d2_tr, gamma)
+            vty = jnp.matmul(vec.T, y_tr, precision=_HI)
+            proj = jnp.matmul(jnp.exp(-gamma * d2_te), vec, precision=_HI)
+            scaled = vty[None] / (lam[None, :, None] + alphas_arr[:, None, None])
+            preds = jnp.einsum("tm,amk->atk", proj, scaled, precision=_HI)
+            per_out = jax.vmap(_r2_per_output, in_axes=(None, 0))(y_te, preds)
+            return _masked_mean(per_out, mask)
+
+        return jax.vmap(per_gamma)(gammas_arr)  # (n_gamma, n_alpha)
+
+    all_idx = np.arange(n)
+    scores = [
+        fold_scores(np.concatenate([all_idx[:lo], all_idx[hi:]]), all_idx[lo:hi])
+        for lo, hi in _kfold_bounds(n, n_folds)
+    ]
+    # ParameterGrid iterates sorted keys ('alpha' outer, 'gamma' inner) and GridSearchCV keeps the
+    # first of tied candidates; argmax over that flattened order does the same.
+    mean_scores = jnp.mean(jnp.stack(scores), axis=0).T.reshape(-1)
+    best = jnp.argmax(mean_scores)
+    alpha = alphas_arr[best // gammas_arr.shape[0]]
+    gamma = gammas_arr[best % gammas_arr.shape[0]]
+
+    lam, vec = _eig_kernel(d2_fit, gamma)
+    vty = jnp.matmul(vec.T, y_fit, precision=_HI)
+    dual = jnp.matmul(vec, vty / (lam + alpha)[:, None], precision=_HI)
+    k_test = jnp.exp(-gamma * _sq_dists(h_test, h_fit))
+    pred = jnp.matmul(k_test, dual, precision=_HI)
+    return r2_score(y_test, pred, mask)
+
+
+def _mlp_init(key: Array, d: int, hidden: int, k: int, k_eff: Array) -> dict[str, Array]:
+    # sklearn's Glorot-uniform variant: the same bound for weights and biases of a layer. The
+    # output bound uses the number of unmasked outputs, i.e. what sklearn would see if it were
+    # fitted on the masked target alone.
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    b_in = jnp.sqrt(6.0 / (d + hidden))
+    b_out = jnp.sqrt(6.0 / (hidden + k_eff))
+    uni = jax.random.uniform
+    return {
+        "w1": uni(k1, (d, hidden), jnp.float32, -1.0, 1.0) * b_in,
+        "b1": uni(k2, (hidden,), jnp.float32, -1.0, 1.0) * b_in,
+        "w2": uni(k3, (hidden, k), jnp.float32, -1.0, 1.0) * b_out,
+        "b2": uni(k4, (k,), jnp.float32, -1.0, 1.0) * b_out,
+    }
+
+
+def _mlp_apply(params: dict[str, Array], x: Array) -> Array:
+    hid = jax.nn.relu(x @ params["w1"] + params["b1"])
+    return hid @ params["w2"] + params["b2"]
+
+
+def _mlp_train(
+    params: dict[str, Array],
+    x: Array,
+    y: Array,
+    mask: Array,
+    key: Array,
+    *,
+    lr: float,
+    l2: float,
+    batch_size: int,
+    max_epochs: int,
+    tol: float,
+    n_iter_no_change: int,
+    shuffle: bool = True,
+) -> tuple[dict[str, Array], Array, Array]:
+    """Run sklearn's Adam loop; return final params, per-epoch loss (NaN once stopped), n_epochs."""
+    n = x.shape[0]
+    k_eff = jnp.sum(mask)
+    bs = min(batch_size, n)
+    n_batches = -(-n // bs)
+    pad = n_batches * bs - n
+
+    def batch_loss(p: dict[str, Array], xb: Array, yb: Array, wb: Array) -> tuple[Array, Array]:
+        n_b = jnp.sum(wb)
+        sq = jnp.sum(wb[:, None] * mask * (_mlp_apply(p, xb) - yb) ** 2)
+        reg = 0.5 * l2 * (jnp.sum(p["w1"] ** 2) + jnp.sum((p["w2"] * mask) ** 2)) / n_b
+        # sklearn reports the squared loss averaged over samples and outputs, but its gradient
+        # (delta = pred - y) is that of the sum over outputs; mirror both.
+        objective = 0.5 * sq / n_b + reg
+        reported = 0.5 * sq / (n_b * k_eff) + reg
+        return objective, reported
+
+    grad_fn = jax.grad(batch_loss, has_aux=True)
+
+    def step(state, batch):
+        p, m, v, t = state
+        idx, wb = batch
+        g, reported = grad_fn(p, x[idx], y[idx], wb)
+        t = t + 1.0
+        m = jax.tree.map(lambda a, b: _ADAM_B1 * a + (1.0 - _ADAM_B1) * b, m, g)
+        v = jax.tree.map(lambda a, b: _ADAM_B2 * a + (1.0 - _ADAM_B2) * b**2, v, g)
+        # sklearn folds the bias correction into the step size and adds eps to the raw sqrt(v).
+        lr_t = lr * jnp.sqrt(1.0 - _ADAM_B2**t) / (1.0 - _ADAM_B1**t)
+        p = jax.tree.map(lambda a, b, c: a - lr_t * b / (jnp.sqrt(c) + _ADAM_EPS), p, m, v)
+        return (p, m, v, t), reported * jnp.sum(wb)
+
+    # Padding the last batch with zero-weight rows keeps static shapes while every sample is used
+    # once per epoch and the short batch is normalised by its true size, as in sklearn.
+    weights = jnp.concatenate([jnp.ones((n,), jnp.float32), jnp.zeros((pad,), jnp.float32)])
+    weights = weights.reshape(n_batches, bs)
+
+    def run_epoch(state, ekey):
+        perm = jax.random.permutation(ekey, n) if shuffle else jnp.arange(n)
+        idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)]).reshape(n_batches, bs)
+        state, losses = lax.scan(step, state, (idx, weights))
+        return state, jnp.sum(losses) / n
+
+    def epoch(carry, ekey):
+        state, best, count, done = carry
+        # Once stopped, parameters are frozen; cond also skips the work when not vmapped.
+        new_state, loss = lax.cond(
+            done, lambda s, _: (s, jnp.float32(jnp.nan)), run_epoch, state, ekey
+        )
+        # sklearn's plateau rule: the counter compares against the best loss minus tol, and the
+        # best loss is tracked separately (so slow steady progress still counts as a plateau).
+        new_count = jnp.where(loss > best - tol, count + 1, 0)
+        count = jnp.where(done, count, new_count)
+        best = jnp.where(done, best, jnp.minimum(best, loss))
+        ran = ~done
+        done = done | (count > n_iter_no_change)
+        return (new_state, best, count, done), (loss, ran)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    init = ((params, zeros, zeros, jnp.float32(0.0)), jnp.float32(jnp.inf), 0, jnp.bool_(False))
+    ((params, _, _, _), _, _, _), (losses, ran) = lax.scan(
+        epoch, init, jax.random.split(key, max_epochs)
+    )
+    return params, losses, jnp.sum(ran)
+
+
+def mlp_r2(
+    key,
+    h_fit,
+    y_fit,
+    h_test,
+    y_test,
+    mask=None,
+    *,
+    hidden=100,
+    lr=1e-3,
+    l2=1e-4,
+    batch_size=200,
+    max_epochs=200,
+    tol=1e-4,
+    n_iter_no_change=10,
+) -> Array:
+    """Test R² of a JAX re-implementation of sklearn's default MLPRegressor (Adam, plateau stop)."""
+    x, h_test = _f32(h_fit), _f32(h_test)
+    y, y_test = _as_2d(y_fit), _as_2d(y_test)
+    mask = _mask_or_ones(mask, y.shape[1])
+    key_init, key_shuffle = jax.random.split(key)
+    params = _mlp_init(key_init, x.shape[1], hidden, y.shape[1], jnp.sum(mask))
+    params, _, _ = _mlp_train(
+        params,
+        x,
+        y,
+        mask,
+        key_shuffle,
+        lr=lr,
+        l2=l2,
+        batch_size=batch_size,
+        max_epochs=max_epochs,
+        tol=tol,
+        n_iter_no_change=n_iter_no_change,
+    )
+    return r2_score(y_test, _mlp_apply(params, h_test), mask)
+
+
+def aggregate_over_seeds(r2, axis=0) -> Array:
+    """Paper-figure aggregation: mean of raw R² over seeds, then clipped at 0 from below."""
+    return jnp.maximum(jnp.mean(_f32(r2), axis=axis), 0.0)

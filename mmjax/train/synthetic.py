@@ -1,0 +1,197 @@
+"""A whole synthetic run — simulate, train with lax.scan, evaluate — as one pure function.
+
+`make_run(static)` returns `run(params, world, key) -> RunResult`, where `static` fixes every shape
+and `params` holds every value that may differ between vmapped runs (bias masks, lr, tau, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from mmjax.eval import identifiability as ident
+from mmjax.latent.simulator import Bias, LatentShape, World, sample
+from mmjax.losses.contrastive import lp_simclr_loss, simclr_cosine_loss
+from mmjax.models.mlp import MLP
+from mmjax.train.step import adam_clipped, init_state, make_train_step
+
+Array = jax.Array
+
+LOSSES = ("lp_simclr", "simclr_cosine")
+OUTPUT_NORMS = ("none", "batch_standardize", "batch_whiten")
+NONLINEAR_PROBES = ("mlp", "kernel_ridge")
+
+
+@dataclass(frozen=True)
+class RunStatic:
+    """Everything that fixes shapes or program structure; one compile per distinct value."""
+
+    shape: LatentShape = LatentShape()
+    widths_x: tuple[int, ...] = (64, 64, 64)
+    widths_t: tuple[int, ...] = (64, 64, 64)
+    enc_dim: int = 10
+    batch: int = 256
+    steps: int = 8000
+    loss: str = "lp_simclr"
+    output_norm: str = "none"
+    schedule: str = "constant"
+    log_every: int = 100
+    eval_fit: int = 4096
+    eval_test: int = 4096
+    nonlinear_probe: str = "mlp"
+    kernel_ridge_max: int = 2048
+    probe_epochs: int = 200
+    eval_tilde: bool = True
+
+
+class RunParams(NamedTuple):
+    """Per-run traced values."""
+
+    bias: Bias
+    enc_mask: Array  # (enc_dim,) 0/1: which output dims are in use (the encoding size)
+    lr: Array
+    tau: Array
+    alpha: Array
+    clip_norm: Array
+
+
+class RunResult(NamedTuple):
+    """What one run returns (all arrays, so results of vmapped runs stack)."""
+
+    loss_curve: Array  # (steps // log_every,) mean loss per logging window
+    r2_linear: Array  # (2, n_targets): rows = image encoder, text encoder
+    r2_nonlinear: Array
+
+
+def batch_standardize(h: Array, eps: float = 1e-6) -> Array:
+    """Zero-mean, unit-variance columns within the batch (the cpu-scale stabiliser)."""
+    mean = jnp.mean(h, 0, keepdims=True)
+    return (h - mean) * lax.rsqrt(jnp.var(h, 0, keepdims=True) + eps)
+
+
+def batch_whiten(h: Array, mask: Array, eps: float = 1e-4) -> Array:
+    """Cholesky-whiten the used columns within the batch: zero mean, identity covariance."""
+    h = h - jnp.mean(h, 0, keepdims=True)
+    cov = h.T @ h / h.shape[0] + jnp.diag(eps + (1.0 - mask))
+    chol = jnp.linalg.cholesky(cov)
+    return jax.scipy.linalg.solve_triangular(chol, h.T, lower=True).T * mask
+
+
+def target_names(shape: LatentShape, with_tilde: bool = True) -> list[str]:
+    """Names of the evaluation targets, in the order of RunResult's last axis."""
+    s = [f"s{i + 1}" for i in range(shape.n_s)]
+    st = [f"s_tilde{i + 1}" for i in range(shape.n_s)] if with_tilde else []
+    return s + st + ["s_unbiased", "m_x", "m_t"]
+
+
+def _targets(smp, bias: Bias, shape: LatentShape, with_tilde: bool) -> tuple[Array, Array]:
+    """All targets padded to K columns: (n_targets, n, K) values and (n_targets, K) output masks."""
+    k = max(shape.n_s, shape.n_x, shape.n_t)
+
+    def pad(y: Array) -> Array:
+        return jnp.pad(y, ((0, 0), (0, k - y.shape[1])))
+
+    def first(m: int) -> Array:
+        return (jnp.arange(k) < m).astype(jnp.float32)
+
+    scalars = jnp.concatenate([smp.s, smp.s_tilde], 1) if with_tilde else smp.s
+    scalar_y = jnp.pad(scalars.T[:, :, None], ((0, 0), (0, 0), (0, k - 1)))
+    unbiased = bias.theta * (1 - bias.rho)
+    ys = jnp.concatenate(
+        [scalar_y, jnp.stack([pad(smp.s * unbiased), pad(smp.m_x), pad(smp.m_t)])], 0)
+    masks = jnp.concatenate([
+        jnp.tile(first(1), (scalars.shape[1], 1)),
+        jnp.stack([pad(unbiased[None])[0], first(shape.n_x), first(shape.n_t)]),
+    ], 0)
+    return ys, masks
+
+
+def make_run(static: RunStatic):
+    """Build the pure function `run(params, world, key) -> RunResult` for one static config."""
+    shape = static.shape
+    enc_x = MLP(static.widths_x, static.enc_dim)
+    enc_t = MLP(static.widths_t, static.enc_dim)
+
+    def embed(p, x: Array, t: Array, mask: Array) -> tuple[Array, Array]:
+        hx = enc_x.apply(p["x"], x) * mask
+        ht = enc_t.apply(p["t"], t) * mask
+        if static.output_norm == "batch_standardize":
+            hx, ht = (batch_standardize(h) * mask for h in (hx, ht))
+        elif static.output_norm == "batch_whiten":
+            hx, ht = (batch_whiten(h, mask) for h in (hx, ht))
+        return hx, ht
+
+    def loss_fn(p, params: RunParams, world: World, key: Array):
+        k1, k2 = jax.random.split(key)
+        one = sample(k1, world, params.bias, shape, static.batch)
+        if static.loss == "lp_simclr":
+            two = sample(k2, world, params.bias, shape, static.batch)
+            a, b = embed(p, one.x, one.t, params.enc_mask)
+            a2, b2 = embed(p, two.x, two.t, params.enc_mask)
+            loss = lp_simclr_loss(a, b, a2, b2, tau=params.tau, alpha=params.alpha)
+        else:
+            a, b = embed(p, one.x, one.t, params.enc_mask)
+            loss = simclr_cosine_loss(a, b, tau=params.tau)
+        return loss, {}
+
+    def evaluate(p, params: RunParams, world: World, key: Array) -> tuple[Array, Array]:
+        k_data, k_probe = jax.random.split(key)
+        n = static.eval_fit + static.eval_test
+        smp = sample(k_data, world, params.bias, shape, n)
+        ys, masks = _targets(smp, params.bias, shape, static.eval_tilde)
+        hx = enc_x.apply(p["x"], smp.x) * params.enc_mask
+        ht = enc_t.apply(p["t"], smp.t) * params.enc_mask
+        fit = slice(0, static.eval_fit)
+        test = slice(static.eval_fit, n)
+
+        def per_encoder(h: Array, key: Array) -> tuple[Array, Array]:
+            h_fit, h_test = ident.standardize(h[fit], h[test])
+
+            def per_target(y: Array, m: Array, k: Array) -> tuple[Array, Array]:
+                lin = ident.linear_r2(h_fit, y[fit], h_test, y[test], m)
+                if static.nonlinear_probe == "mlp":
+                    nl = ident.mlp_r2(k, h_fit, y[fit], h_test, y[test], m,
+                                      max_epochs=static.probe_epochs)
+                else:
+                    cap = min(static.kernel_ridge_max, static.eval_fit)
+                    nl = ident.kernel_ridge_r2(h_fit[:cap], y[fit][:cap], h_test, y[test], m)
+                return lin, nl
+
+            keys = jax.random.split(key, ys.shape[0])
+            # MLP probes are small: train all targets at once. Kernel ridge holds an n x n kernel
+            # per target, so it goes one target at a time.
+            batch = ys.shape[0] if static.nonlinear_probe == "mlp" else 1
+            return lax.map(lambda a: per_target(*a), (ys, masks, keys), batch_size=batch)
+
+        kx, kt = jax.random.split(k_probe)
+        lin_x, nl_x = per_encoder(hx, kx)
+        lin_t, nl_t = per_encoder(ht, kt)
+        return jnp.stack([lin_x, lin_t]), jnp.stack([nl_x, nl_t])
+
+    def train(params: RunParams, world: World, key: Array):
+        """Train both encoders; returns (encoder params, loss per step)."""
+        kx, kt, k_steps = jax.random.split(key, 3)
+        p = {"x": enc_x.init(kx, jnp.zeros((1, shape.x_dim))),
+             "t": enc_t.init(kt, jnp.zeros((1, shape.t_dim)))}
+        opt = adam_clipped(params.lr, params.clip_norm, static.steps, static.schedule)
+        step = make_train_step(lambda q, k: loss_fn(q, params, world, k), opt)
+        state, metrics = lax.scan(step, init_state(p, opt), jax.random.split(k_steps, static.steps))
+        return state.params, metrics["loss"]
+
+    def run(params: RunParams, world: World, key: Array) -> RunResult:
+        """Simulate, train and evaluate one configuration."""
+        k_train, k_eval = jax.random.split(key)
+        p, losses = train(params, world, k_train)
+        r2_lin, r2_nl = evaluate(p, params, world, k_eval)
+        curve = losses[: static.steps // static.log_every * static.log_every]
+        curve = curve.reshape(-1, static.log_every).mean(1)
+        return RunResult(loss_curve=curve, r2_linear=r2_lin, r2_nonlinear=r2_nl)
+
+    run.train = train
+    run.evaluate = evaluate
+    run.embed = embed
+    return run
