@@ -53,16 +53,17 @@ class SyntheticConfig:
     text_layout: str = "padded"
     # encoders and training
     encoding_size: int | None = None  # None = |theta| - |rho|
-    widths: str = "64,64,64"  # comma-separated hidden widths, or "paper" ([10d, 50d x4, 10d])
-    batch: int = 128
-    steps: int = 12_000
-    lr: float = 1e-2
+    widths: str = "64,64"  # comma-separated hidden widths, or "paper" ([10d, 50d x4, 10d])
+    batch: int = 256
+    steps: int = 10_000
+    lr: float = 5e-3
     schedule: str = "cosine"
     clip_norm: float = 2.0
     tau: float = 1.0
     alpha: float = 0.5
     loss: str = "lp_simclr"
     output_norm: str = "batch_standardize"
+    swap_batches: bool = True  # LpSimCLR: also use the second batch's pairs as anchors
     log_every: int = 100
     # evaluation
     eval_fit: int = 4096
@@ -190,6 +191,7 @@ class SyntheticConfig:
             eval_fit=self.eval_fit, eval_test=self.eval_test,
             nonlinear_probe=self.nonlinear_probe, kernel_ridge_max=self.kernel_ridge_max,
             probe_epochs=self.probe_epochs, eval_tilde=self.eval_tilde,
+            swap_batches=self.swap_batches,
         )
 
     def latent_shape(self) -> LatentShape:

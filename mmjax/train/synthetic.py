@@ -46,6 +46,7 @@ class RunStatic:
     kernel_ridge_max: int = 2048
     probe_epochs: int = 200
     eval_tilde: bool = True
+    swap_batches: bool = False
 
 
 class RunParams(NamedTuple):
@@ -133,6 +134,11 @@ def make_run(static: RunStatic):
             a, b = embed(p, one.x, one.t, params.enc_mask)
             a2, b2 = embed(p, two.x, two.t, params.enc_mask)
             loss = lp_simclr_loss(a, b, a2, b2, tau=params.tau, alpha=params.alpha)
+            if static.swap_batches:
+                # The second batch's pairs as anchors too: same expected loss, twice the anchors
+                # for the same four encoder passes.
+                swapped = lp_simclr_loss(a2, b2, a, b, tau=params.tau, alpha=params.alpha)
+                loss = 0.5 * (loss + swapped)
         else:
             a, b = embed(p, one.x, one.t, params.enc_mask)
             loss = simclr_cosine_loss(a, b, tau=params.tau)
