@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# XLA runs its own thread pool; multi-threaded OpenBLAS under XLA's CPU eigh/SVD made them slow
+# and occasionally hang on small machines. Must be set before numpy/scipy load.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
 import importlib.util
 import sys
 from pathlib import Path

@@ -8,10 +8,10 @@ from mmjax.configs.synthetic import SCALES, ConfigError, SyntheticConfig, apply_
 from mmjax.train.sweep import Experiment, Setting
 
 # The cpu scale is SyntheticConfig's defaults; it deviates from the paper (README, "Scales and
-# deviations"): narrower nets, batch 256, 10k steps, cosine-decayed lr 5e-3, batch-standardised
+# deviations"): narrower nets, batch 256, 10k steps, cosine-decayed lr 1e-2, batch-standardised
 # encoder outputs, both batches as anchors, padded text layout, smaller evaluation.
 SCALE_FIELDS: dict[str, dict] = {
-    "smoke": dict(widths="16,16", batch=32, steps=300, lr=1e-2, log_every=50, eval_fit=512, eval_test=512,
+    "smoke": dict(widths="16,16", batch=32, steps=300, log_every=50, eval_fit=512, eval_test=512,
                   cond_samples=2000, cond_rank=2, probe_epochs=20, eval_tilde=False),
     "cpu": dict(eval_fit=2048, eval_test=2048, probe_epochs=100, eval_tilde=False),
     "paper": dict(widths="paper", batch=6144, steps=100_000, lr=1e-4, schedule="constant",

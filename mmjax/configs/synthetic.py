@@ -56,7 +56,7 @@ class SyntheticConfig:
     widths: str = "64,64"  # comma-separated hidden widths, or "paper" ([10d, 50d x4, 10d])
     batch: int = 256
     steps: int = 10_000
-    lr: float = 5e-3
+    lr: float = 1e-2
     schedule: str = "cosine"
     clip_norm: float = 2.0
     tau: float = 1.0

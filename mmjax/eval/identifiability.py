@@ -3,6 +3,9 @@
 Everything is float32, shape-static and free of host callbacks so the probes can run inside the
 jitted, vmapped sweep. The non-linear probes re-implement scikit-learn's defaults (GridSearchCV over
 an RBF ``KernelRidge``; ``MLPRegressor()``) so the numbers stay comparable with the paper's figures.
+
+On CPU, XLA's eigh/svd call into scipy's OpenBLAS; its own thread pool can make them orders of
+magnitude slower on small, loaded machines, so cap it (``threadpoolctl.threadpool_limits(1)``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ _HI = lax.Precision.HIGHEST
 # keeping genuinely (if badly) conditioned directions.
 _LSTSQ_RCOND = 1e-5
 
-# sklearn's Adam defaults (not exposed by MLPRegressor's defaults we mirror).
+# MLPRegressor's Adam defaults (beta_1, beta_2, epsilon); the paper never changed them.
 _ADAM_B1, _ADAM_B2, _ADAM_EPS = 0.9, 0.999, 1e-8
 
 # The reference grid: tuple(np.logspace(-2, 2, 4)), hoisted so the default is built once.
@@ -64,12 +67,15 @@ def standardize(h_fit, h_test) -> tuple[Array, Array]:
     return z_fit, z_test
 
 
-def _r2_per_output(y_true: Array, y_pred: Array) -> Array:
+def _r2_per_output(y_true: Array, y_pred: Array, weights: Array | None = None) -> Array:
+    w = jnp.ones(y_true.shape[:1], jnp.float32) if weights is None else weights
+    w = w[:, None]
     # Shift by the first row so a constant target has an exactly-zero denominator, which is what
-    # sklearn's force_finite branch keys on.
+    # sklearn's force_finite branch keys on (the first row is always a real sample).
     yc = y_true - y_true[0]
-    den = jnp.sum((yc - jnp.mean(yc, axis=0)) ** 2, axis=0)
-    num = jnp.sum((y_true - y_pred) ** 2, axis=0)
+    mean = jnp.sum(w * yc, axis=0) / jnp.sum(w)
+    den = jnp.sum(w * (yc - mean) ** 2, axis=0)
+    num = jnp.sum(w * (y_true - y_pred) ** 2, axis=0)
     safe_den = jnp.where(den > 0, den, 1.0)
     return jnp.where(den > 0, 1.0 - num / safe_den, jnp.where(num > 0, 0.0, 1.0))
 
@@ -122,8 +128,26 @@ def _kfold_bounds(n: int, n_folds: int) -> list[tuple[int, int]]:
     return [(int(stop - size), int(stop)) for stop, size in zip(stops, sizes, strict=True)]
 
 
-def _eig_kernel(d2: Array, gamma: Array) -> tuple[Array, Array]:
-    lam, vec = jnp.linalg.eigh(jnp.exp(-gamma * d2))
+def _padded_folds(n: int, n_folds: int) -> tuple[np.ndarray, ...]:
+    # Folds differ in size by one sample; padding them to a common shape (index 0, weight 0) lets a
+    # single scan body handle every fold.
+    bounds = _kfold_bounds(n, n_folds)
+    n_te = max(hi - lo for lo, hi in bounds)
+    n_tr = n - min(hi - lo for lo, hi in bounds)
+    all_idx = np.arange(n)
+    tr_idx = np.zeros((n_folds, n_tr), np.int32)
+    te_idx = np.zeros((n_folds, n_te), np.int32)
+    tr_w = np.zeros((n_folds, n_tr), np.float32)
+    te_w = np.zeros((n_folds, n_te), np.float32)
+    for f, (lo, hi) in enumerate(bounds):
+        tr = np.concatenate([all_idx[:lo], all_idx[hi:]])
+        tr_idx[f, : tr.size], tr_w[f, : tr.size] = tr, 1.0
+        te_idx[f, : hi - lo], te_w[f, : hi - lo] = all_idx[lo:hi], 1.0
+    return tr_idx, tr_w, te_idx, te_w
+
+
+def _eigh_psd(kernel: Array) -> tuple[Array, Array]:
+    lam, vec = jnp.linalg.eigh(kernel)
     # An RBF Gram matrix is PSD; float32 eigh can return slightly negative eigenvalues that would
     # make lambda + alpha vanish for the smallest alpha.
     return jnp.maximum(lam, 0.0), vec
@@ -150,36 +174,41 @@ def kernel_ridge_r2(
     # sklearn's euclidean_distances(X, X) pins the self-distances to exactly 0.
     d2_fit = jnp.where(jnp.eye(n, dtype=bool), 0.0, d2_fit)
 
-    def fold_scores(tr: np.ndarray, te: np.ndarray) -> Array:
-        d2_tr = d2_fit[np.ix_(tr, tr)]
-        d2_te = d2_fit[np.ix_(te, tr)]
-        y_tr, y_te = y_fit[tr], y_fit[te]
+    def fold_scores(carry: None, fold: tuple[Array, ...]) -> tuple[None, Array]:
+        tr_idx, tr_w, te_idx, te_w = fold
+        d2_tr = d2_fit[tr_idx[:, None], tr_idx[None, :]]
+        d2_te = d2_fit[te_idx[:, None], tr_idx[None, :]]
+        y_tr = y_fit[tr_idx] * tr_w[:, None]
+        y_te = y_fit[te_idx]
+        # A padded train row is decoupled (zero off-diagonal, unit diagonal) and has a zero target,
+        # so it leaves the real rows' solution unchanged.
+        pair = tr_w[:, None] * tr_w[None, :]
+        pad_diag = jnp.diag(1.0 - tr_w)
 
         def per_gamma(gamma: Array) -> Array:
             # One eigendecomposition serves every alpha: (K + aI)^-1 = V diag(1/(lam + a)) V^T.
-            lam, vec = _eig_kernel(d2_tr, gamma)
+            lam, vec = _eigh_psd(jnp.exp(-gamma * d2_tr) * pair + pad_diag)
             vty = jnp.matmul(vec.T, y_tr, precision=_HI)
-            proj = jnp.matmul(jnp.exp(-gamma * d2_te), vec, precision=_HI)
+            proj = jnp.matmul(jnp.exp(-gamma * d2_te) * tr_w, vec, precision=_HI)
             scaled = vty[None] / (lam[None, :, None] + alphas_arr[:, None, None])
             preds = jnp.einsum("tm,amk->atk", proj, scaled, precision=_HI)
-            per_out = jax.vmap(_r2_per_output, in_axes=(None, 0))(y_te, preds)
+            per_out = jax.vmap(_r2_per_output, in_axes=(None, 0, None))(y_te, preds, te_w)
             return _masked_mean(per_out, mask)
 
-        return jax.vmap(per_gamma)(gammas_arr)  # (n_gamma, n_alpha)
+        return carry, jax.vmap(per_gamma)(gammas_arr)  # (n_gamma, n_alpha)
 
-    all_idx = np.arange(n)
-    scores = [
-        fold_scores(np.concatenate([all_idx[:lo], all_idx[hi:]]), all_idx[lo:hi])
-        for lo, hi in _kfold_bounds(n, n_folds)
-    ]
+    # The folds run one after another on purpose: on XLA:CPU, several batched LAPACK eigh calls
+    # executing concurrently (independent folds) can deadlock the intra-op thread pool.
+    folds = tuple(jnp.asarray(a) for a in _padded_folds(n, n_folds))
+    _, scores = lax.scan(fold_scores, None, folds)
     # ParameterGrid iterates sorted keys ('alpha' outer, 'gamma' inner) and GridSearchCV keeps the
     # first of tied candidates; argmax over that flattened order does the same.
-    mean_scores = jnp.mean(jnp.stack(scores), axis=0).T.reshape(-1)
+    mean_scores = jnp.mean(scores, axis=0).T.reshape(-1)
     best = jnp.argmax(mean_scores)
     alpha = alphas_arr[best // gammas_arr.shape[0]]
     gamma = gammas_arr[best % gammas_arr.shape[0]]
 
-    lam, vec = _eig_kernel(d2_fit, gamma)
+    lam, vec = _eigh_psd(jnp.exp(-gamma * d2_fit))
     vty = jnp.matmul(vec.T, y_fit, precision=_HI)
     dual = jnp.matmul(vec, vty / (lam + alpha)[:, None], precision=_HI)
     k_test = jnp.exp(-gamma * _sq_dists(h_test, h_fit))
