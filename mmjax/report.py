@@ -74,7 +74,7 @@ def plot_heatmaps(rows: list[dict], path: Path, title: str, metric: str = "r2_no
     n_rows = max(len(t[0]) for t in tables)
     fig, axes = plt.subplots(1, len(encoders), squeeze=False,
                              figsize=(1.0 + 0.75 * n_cols * len(encoders) + 1.5, 0.45 * n_rows + 1.8))
-    for ax, enc, (factors, settings, mat) in zip(axes[0], encoders, tables):
+    for ax, enc, (factors, settings, mat) in zip(axes[0], encoders, tables, strict=True):
         im = ax.imshow(mat, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(settings)), settings, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(factors)), factors, fontsize=8)

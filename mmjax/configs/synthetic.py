@@ -16,7 +16,14 @@ import numpy as np
 from mmjax.latent import codes
 from mmjax.latent.simulator import Bias, LatentShape
 from mmjax.models.mlp import paper_widths
-from mmjax.train.synthetic import LOSSES, NONLINEAR_PROBES, OUTPUT_NORMS, RunParams, RunStatic
+from mmjax.train.synthetic import (
+    EVAL_KINDS,
+    LOSSES,
+    NONLINEAR_PROBES,
+    OUTPUT_NORMS,
+    RunParams,
+    RunStatic,
+)
 
 SCALES = ("smoke", "cpu", "paper")
 SCHEDULES = ("constant", "cosine")
@@ -72,6 +79,7 @@ class SyntheticConfig:
     kernel_ridge_max: int = 2048
     probe_epochs: int = 200  # the MLP probe's max epochs (sklearn's max_iter)
     eval_tilde: bool = True  # also regress each s~_i (reported for perturbed i)
+    eval_kind: str = "identifiability"  # or "downstream": ID/OOD probes of the image representation
     _theta_set: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
     _rho_set: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
 
@@ -105,7 +113,8 @@ class SyntheticConfig:
             _fail("alpha", self.alpha, "must be in [0, 1]")
         for name, allowed in (("schedule", SCHEDULES), ("loss", LOSSES),
                               ("output_norm", OUTPUT_NORMS), ("nonlinear_probe", NONLINEAR_PROBES),
-                              ("text_layout", TEXT_LAYOUTS)):
+                              ("text_layout", TEXT_LAYOUTS),
+                              ("eval_kind", EVAL_KINDS)):
             if getattr(self, name) not in allowed:
                 _fail(name, getattr(self, name), f"allowed: {', '.join(allowed)}")
         if self.reference_cov and self.dependent and self.n_x != self.n_t:
@@ -191,7 +200,7 @@ class SyntheticConfig:
             eval_fit=self.eval_fit, eval_test=self.eval_test,
             nonlinear_probe=self.nonlinear_probe, kernel_ridge_max=self.kernel_ridge_max,
             probe_epochs=self.probe_epochs, eval_tilde=self.eval_tilde,
-            swap_batches=self.swap_batches,
+            swap_batches=self.swap_batches, eval_kind=self.eval_kind,
         )
 
     def latent_shape(self) -> LatentShape:

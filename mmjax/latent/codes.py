@@ -19,7 +19,8 @@ def subset_from_code(code: int, n: int) -> tuple[int, ...]:
     if code == EMPTY_CODE:
         return ()
     if not 0 <= code < num_subset_codes(n):
-        raise ValueError(f"subset code {code} out of range: allowed -1 (empty) to {num_subset_codes(n) - 1} for n={n}")
+        top = num_subset_codes(n) - 1
+        raise ValueError(f"subset code {code} out of range: allowed -1 (empty) to {top} for n={n}")
     rest = code
     for size in range(1, n + 1):
         count = math.comb(n, size)

@@ -177,6 +177,11 @@ def text_semantics(s_tilde: Array, theta: Array, slots: int) -> Array:
     return padded[..., idx]
 
 
+def observe_image(world: World, s: Array, m_x: Array) -> Array:
+    """x = g_x(s, m_x); also used to render shifted latents for OOD tests."""
+    return apply_mixing(world.mix_x, jnp.concatenate([s, m_x], -1))
+
+
 def sample(key: Array, world: World, bias: Bias, shape: LatentShape, batch: int) -> Sample:
     """Draw a batch of (x, t) with ground truth s, s~, m_x, m_t."""
     k_s, k_x, k_t, k_flip, k_eps = jax.random.split(key, 5)
@@ -189,7 +194,7 @@ def sample(key: Array, world: World, bias: Bias, shape: LatentShape, batch: int)
     flip = jax.random.bernoulli(k_flip, bias.p_change, (batch, shape.n_s))
     eps = jax.random.normal(k_eps, (batch, shape.n_s)) @ g_eps.T
     s_tilde = s + bias.rho * flip * eps
-    x = apply_mixing(world.mix_x, jnp.concatenate([s, m_x], -1))
+    x = observe_image(world, s, m_x)
     z_t = jnp.concatenate([text_semantics(s_tilde, bias.theta, shape.text_slots), m_t], -1)
     t = apply_mixing(world.mix_t, z_t)
     return Sample(x=x, t=t, s=s, s_tilde=s_tilde, m_x=m_x, m_t=m_t)

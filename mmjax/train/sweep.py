@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mmjax.configs.synthetic import SyntheticConfig
+from mmjax.eval.downstream import METRICS
 from mmjax.latent.simulator import make_world
 from mmjax.train.synthetic import RunResult, RunStatic, make_run, target_names
 
@@ -139,7 +140,7 @@ def run_sweep(
     chunk_size = max(n_dev, -(-chunk_size // n_dev) * n_dev)
     # A group smaller than a chunk runs as one (device-multiple) chunk; others pad their last chunk.
     sizes = [min(chunk_size, -(-len(g.jobs) // n_dev) * n_dev) for g in groups]
-    plan = [(g, g.jobs[i: i + size]) for g, size in zip(groups, sizes)
+    plan = [(g, g.jobs[i: i + size]) for g, size in zip(groups, sizes, strict=True)
             for i in range(0, len(g.jobs), size)]
     record = {
         "experiment": experiment.name, "description": experiment.description,
@@ -214,9 +215,13 @@ def tidy_rows(experiment: Experiment, record: dict) -> list[dict]:
         if record["jobs"][str(idx)]["status"] != "ok":
             continue
         cfg = job.setting.config
-        names = target_names(cfg.latent_shape(), cfg.eval_tilde)
-        wanted = _reported_targets(cfg, names)
-        for e, enc in enumerate(("x", "t")):
+        if cfg.eval_kind == "downstream":
+            names = list(METRICS)
+            wanted, encoders = [(m, "downstream") for m in METRICS], ("x",)
+        else:
+            names = target_names(cfg.latent_shape(), cfg.eval_tilde)
+            wanted, encoders = _reported_targets(cfg, names), ("x", "t")
+        for e, enc in enumerate(encoders):
             for name, role in wanted:
                 t = names.index(name)
                 rows.append({

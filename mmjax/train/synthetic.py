@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mmjax.eval import downstream
 from mmjax.eval import identifiability as ident
-from mmjax.latent.simulator import Bias, LatentShape, World, sample
+from mmjax.latent.simulator import Bias, LatentShape, World, observe_image, sample
 from mmjax.losses.contrastive import lp_simclr_loss, simclr_cosine_loss
 from mmjax.models.mlp import MLP
 from mmjax.train.step import adam_clipped, init_state, make_train_step
@@ -24,6 +25,7 @@ Array = jax.Array
 LOSSES = ("lp_simclr", "simclr_cosine")
 OUTPUT_NORMS = ("none", "batch_standardize", "batch_whiten")
 NONLINEAR_PROBES = ("mlp", "kernel_ridge")
+EVAL_KINDS = ("identifiability", "downstream")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class RunStatic:
     probe_epochs: int = 200
     eval_tilde: bool = True
     swap_batches: bool = False
+    eval_kind: str = "identifiability"
 
 
 class RunParams(NamedTuple):
@@ -65,7 +68,7 @@ class RunResult(NamedTuple):
 
     loss_curve: Array  # (steps // log_every,) mean loss per logging window
     r2_linear: Array  # (2, n_targets): rows = image encoder, text encoder
-    r2_nonlinear: Array
+    r2_nonlinear: Array  # downstream runs: row 0 holds downstream.METRICS, row 1 is unused (0)
 
 
 def batch_standardize(h: Array, eps: float = 1e-6) -> Array:
@@ -80,6 +83,13 @@ def batch_whiten(h: Array, mask: Array, eps: float = 1e-4) -> Array:
     cov = h.T @ h / h.shape[0] + jnp.diag(eps + (1.0 - mask))
     chol = jnp.linalg.cholesky(cov)
     return jax.scipy.linalg.solve_triangular(chol, h.T, lower=True).T * mask
+
+
+def result_names(static: RunStatic) -> list[str]:
+    """Names along RunResult's last axis for this static config."""
+    if static.eval_kind == "downstream":
+        return list(downstream.METRICS)
+    return target_names(static.shape, static.eval_tilde)
 
 
 def target_names(shape: LatentShape, with_tilde: bool = True) -> list[str]:
@@ -178,6 +188,19 @@ def make_run(static: RunStatic):
         lin_t, nl_t = per_encoder(ht, kt)
         return jnp.stack([lin_x, lin_t]), jnp.stack([nl_x, nl_t])
 
+    def evaluate_downstream(p, params: RunParams, world: World, key: Array):
+        """ID/OOD probes on the image representation (standardised with fit-split statistics)."""
+        k_fit, k_id, k_ood, k_shift, k_probe = jax.random.split(key, 5)
+        fit = sample(k_fit, world, params.bias, shape, static.eval_fit)
+        test = sample(k_id, world, params.bias, shape, static.eval_test)
+        ood = sample(k_ood, world, params.bias, shape, static.eval_test)
+        x_ood = observe_image(world, downstream.ood_shift(k_shift, ood.s), ood.m_x)
+        enc = lambda x: enc_x.apply(p["x"], x) * params.enc_mask
+        h_fit, h_id = ident.standardize(enc(fit.x), enc(test.x))
+        _, h_ood = ident.standardize(enc(fit.x), enc(x_ood))
+        lin, mlp = downstream.downstream_metrics(k_probe, h_fit, fit.s, h_id, test.s, h_ood, ood.s)
+        return (jnp.stack([lin, jnp.zeros_like(lin)]), jnp.stack([mlp, jnp.zeros_like(mlp)]))
+
     def train(params: RunParams, world: World, key: Array):
         """Train both encoders; returns (encoder params, loss per step)."""
         kx, kt, k_steps = jax.random.split(key, 3)
@@ -192,7 +215,10 @@ def make_run(static: RunStatic):
         """Simulate, train and evaluate one configuration."""
         k_train, k_eval = jax.random.split(key)
         p, losses = train(params, world, k_train)
-        r2_lin, r2_nl = evaluate(p, params, world, k_eval)
+        if static.eval_kind == "downstream":
+            r2_lin, r2_nl = evaluate_downstream(p, params, world, k_eval)
+        else:
+            r2_lin, r2_nl = evaluate(p, params, world, k_eval)
         curve = losses[: static.steps // static.log_every * static.log_every]
         curve = curve.reshape(-1, static.log_every).mean(1)
         return RunResult(loss_curve=curve, r2_linear=r2_lin, r2_nonlinear=r2_nl)

@@ -72,7 +72,7 @@ def test_vmapped_run_equals_single_runs():
     worlds = jax.tree.map(lambda x: jnp.stack([x, x]), world)
     batched = jax.jit(jax.vmap(run))(params, worlds, jnp.stack([key, key]))
     for i in range(2):
-        for a, b in zip(single[i], jax.tree.map(lambda x, i=i: x[i], batched)):
+        for a, b in zip(single[i], jax.tree.map(lambda x, i=i: x[i], batched), strict=True):
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
 
 
