@@ -305,53 +305,9 @@ def bytes_per_config(static) -> float:
 
 
 def make_loop_step(static, run):
-    """`init(params, key)` and a single-config `step(state, params, world, key)`.
-
-    Mirrors `make_run`'s `train` (same init keys, same optimiser, same loss built from
-    `run.embed`, the simulator and the contrastive loss), so the loop does the vmapped run's work.
-    `make_run` does not expose its loss or a single step, so this is a copy; `train_section`
-    checks it against `run.train` (identical losses) and flags a mismatch in its table.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from mmjax.latent.simulator import sample
-    from mmjax.losses.contrastive import lp_simclr_loss, simclr_cosine_loss
-    from mmjax.models.mlp import MLP
-    from mmjax.train.step import adam_clipped, init_state, make_train_step
-
-    shape = static.shape
-    enc_x, enc_t = MLP(static.widths_x, static.enc_dim), MLP(static.widths_t, static.enc_dim)
-
-    def loss_fn(p, params, world, key):
-        k1, k2 = jax.random.split(key)
-        one = sample(k1, world, params.bias, shape, static.batch)
-        if static.loss == "lp_simclr":
-            two = sample(k2, world, params.bias, shape, static.batch)
-            a, b = run.embed(p, one.x, one.t, params.enc_mask)
-            a2, b2 = run.embed(p, two.x, two.t, params.enc_mask)
-            loss = lp_simclr_loss(a, b, a2, b2, tau=params.tau, alpha=params.alpha)
-            if getattr(static, "swap_batches", False):
-                swapped = lp_simclr_loss(a2, b2, a, b, tau=params.tau, alpha=params.alpha)
-                loss = 0.5 * (loss + swapped)
-        else:
-            a, b = run.embed(p, one.x, one.t, params.enc_mask)
-            loss = simclr_cosine_loss(a, b, tau=params.tau)
-        return loss, {}
-
-    def opt(params):
-        return adam_clipped(params.lr, params.clip_norm, static.steps, static.schedule)
-
-    def init(params, key):
-        kx, kt, k_steps = jax.random.split(key, 3)
-        p = {"x": enc_x.init(kx, jnp.zeros((1, shape.x_dim))),
-             "t": enc_t.init(kt, jnp.zeros((1, shape.t_dim)))}
-        return init_state(p, opt(params)), jax.random.split(k_steps, static.steps)
-
-    def step(state, params, world, key):
-        return make_train_step(lambda q, k: loss_fn(q, params, world, k), opt(params))(state, key)
-
-    return init, step
+    """`init(params, key)` and the single-config `step(state, params, world, key)` of `make_run`."""
+    del static
+    return run.init, run.step
 
 
 def _stack(trees):

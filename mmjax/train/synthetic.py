@@ -201,14 +201,25 @@ def make_run(static: RunStatic):
         lin, mlp = downstream.downstream_metrics(k_probe, h_fit, fit.s, h_id, test.s, h_ood, ood.s)
         return (jnp.stack([lin, jnp.zeros_like(lin)]), jnp.stack([mlp, jnp.zeros_like(mlp)]))
 
-    def train(params: RunParams, world: World, key: Array):
-        """Train both encoders; returns (encoder params, loss per step)."""
+    def optimizer(params: RunParams):
+        return adam_clipped(params.lr, params.clip_norm, static.steps, static.schedule)
+
+    def init(params: RunParams, key: Array):
+        """Fresh TrainState and the per-step keys of one run."""
         kx, kt, k_steps = jax.random.split(key, 3)
         p = {"x": enc_x.init(kx, jnp.zeros((1, shape.x_dim))),
              "t": enc_t.init(kt, jnp.zeros((1, shape.t_dim)))}
-        opt = adam_clipped(params.lr, params.clip_norm, static.steps, static.schedule)
-        step = make_train_step(lambda q, k: loss_fn(q, params, world, k), opt)
-        state, metrics = lax.scan(step, init_state(p, opt), jax.random.split(k_steps, static.steps))
+        return init_state(p, optimizer(params)), jax.random.split(k_steps, static.steps)
+
+    def step(state, params: RunParams, world: World, key: Array):
+        """One train step of one run (the body of train's scan)."""
+        loss = lambda q, k: loss_fn(q, params, world, k)
+        return make_train_step(loss, optimizer(params))(state, key)
+
+    def train(params: RunParams, world: World, key: Array):
+        """Train both encoders; returns (encoder params, loss per step)."""
+        state, keys = init(params, key)
+        state, metrics = lax.scan(lambda s, k: step(s, params, world, k), state, keys)
         return state.params, metrics["loss"]
 
     def run(params: RunParams, world: World, key: Array) -> RunResult:
@@ -223,6 +234,8 @@ def make_run(static: RunStatic):
         curve = curve.reshape(-1, static.log_every).mean(1)
         return RunResult(loss_curve=curve, r2_linear=r2_lin, r2_nonlinear=r2_nl)
 
+    run.init = init
+    run.step = step
     run.train = train
     run.evaluate = evaluate
     run.embed = embed
