@@ -138,8 +138,13 @@ def run_sweep(
     groups = group_jobs(experiment, seeds)
     n_dev = mesh.devices.size
     chunk_size = max(n_dev, -(-chunk_size // n_dev) * n_dev)
-    # A group smaller than a chunk runs as one (device-multiple) chunk; others pad their last chunk.
-    sizes = [min(chunk_size, -(-len(g.jobs) // n_dev) * n_dev) for g in groups]
+    # Spread each group's jobs evenly over the fewest chunks of at most chunk_size (rounded up to a
+    # device multiple), so padding the last chunk wastes little: 10 jobs run as 2 x 5, not 8 + 8.
+    sizes = []
+    for g in groups:
+        n_chunks = -(-len(g.jobs) // chunk_size)
+        even = -(-len(g.jobs) // n_chunks)
+        sizes.append(-(-even // n_dev) * n_dev)
     plan = [(g, g.jobs[i: i + size]) for g, size in zip(groups, sizes, strict=True)
             for i in range(0, len(g.jobs), size)]
     record = {
