@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from mmjax.eval.identifiability import linear_r2, r2_score
+
 Array = jax.Array
 
 DOWNSTREAM_KS = (3, 5, 7, 9)
@@ -81,10 +83,6 @@ def mlp_apply(p, x: Array) -> Array:
     return jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
 
 
-def _r2(y: Array, pred: Array) -> Array:
-    return 1.0 - jnp.sum((y - pred) ** 2) / jnp.sum((y - jnp.mean(y)) ** 2)
-
-
 def _linear_fit(x: Array, y: Array) -> Array:
     xa = jnp.concatenate([x, jnp.ones((x.shape[0], 1))], 1)
     return jnp.linalg.lstsq(xa, y)[0]
@@ -102,13 +100,14 @@ def downstream_metrics(key: Array, h_fit: Array, s_fit: Array, h_id: Array, s_id
     lin_ood, mlp_ood = [], []
     for k, pkey in zip(DOWNSTREAM_KS, keys[:-1], strict=False):
         y_fit, y_id, y_ood = (regression_target(s[:, :k]) for s in (s_fit, s_id, s_ood_labels))
+        # Targets are standardised with fit-split statistics; R² does not change under that map.
         mu, sd = jnp.mean(y_fit), jnp.std(y_fit) + 1e-8
-        w = _linear_fit(h_fit, (y_fit - mu) / sd)
-        lin.append(_r2(y_id, _linear_predict(w, h_id) * sd + mu))
-        lin_ood.append(_r2(y_ood, _linear_predict(w, h_ood) * sd + mu))
-        p = fit_mlp_probe(pkey, h_fit, (y_fit - mu) / sd, 1, False, steps)
-        mlp.append(_r2(y_id, mlp_apply(p, h_id)[:, 0] * sd + mu))
-        mlp_ood.append(_r2(y_ood, mlp_apply(p, h_ood)[:, 0] * sd + mu))
+        z_fit, z_id, z_ood = ((y - mu) / sd for y in (y_fit, y_id, y_ood))
+        lin.append(linear_r2(h_fit, z_fit, h_id, z_id))
+        lin_ood.append(linear_r2(h_fit, z_fit, h_ood, z_ood))
+        p = fit_mlp_probe(pkey, h_fit, z_fit, 1, False, steps)
+        mlp.append(r2_score(z_id[:, None], mlp_apply(p, h_id)))
+        mlp_ood.append(r2_score(z_ood[:, None], mlp_apply(p, h_ood)))
     y5 = [regression_target(s[:, :5]) for s in (s_fit, s_id, s_ood_labels)]
     thr = two_means_threshold(y5[0])
     labels = [(y > thr).astype(jnp.int32) for y in y5]
