@@ -94,6 +94,7 @@ class Runner:
         self._world = jax.jit(jax.vmap(lambda k: make_world(k, group.static.shape)))
         self._worlds: dict[int, object] = {}
         self.compile_seconds = 0.0
+        self.run_seconds = 0.0
         self._compiled = None
 
     def worlds(self, seeds: Sequence[int]):
@@ -116,8 +117,10 @@ class Runner:
             start = time.perf_counter()
             self._compiled = self._fn.lower(params, worlds, keys).compile()
             self.compile_seconds = time.perf_counter() - start
-        out = self._compiled(params, worlds, keys)
-        return jax.tree.map(lambda x: np.asarray(x)[: len(jobs)], out)
+        start = time.perf_counter()
+        out = jax.tree.map(lambda x: np.asarray(x)[: len(jobs)], self._compiled(params, worlds, keys))
+        self.run_seconds += time.perf_counter() - start
+        return out
 
 
 def run_sweep(
@@ -145,7 +148,7 @@ def run_sweep(
         n_chunks = -(-len(g.jobs) // chunk_size)
         even = -(-len(g.jobs) // n_chunks)
         sizes.append(-(-even // n_dev) * n_dev)
-    plan = [(g, g.jobs[i: i + size]) for g, size in zip(groups, sizes, strict=True)
+    plan = [(gi, g.jobs[i: i + size]) for gi, (g, size) in enumerate(zip(groups, sizes, strict=True))
             for i in range(0, len(g.jobs), size)]
     record = {
         "experiment": experiment.name, "description": experiment.description,
@@ -156,12 +159,11 @@ def run_sweep(
     started = time.perf_counter()
     bar = progress(total=sum(len(c) for _, c in plan), unit="run") if progress else None
     runners: dict[int, Runner] = {}
-    for gi, group in enumerate(groups):
-        runners[gi] = None
+    for group in groups:
         record["groups"].append({"static": dataclasses.asdict(group.static), "jobs": len(group.jobs),
                                  "compile_seconds": 0.0, "run_seconds": 0.0, "resumed_chunks": 0})
-    for group, chunk in plan:
-        gi = groups.index(group)
+    for gi, chunk in plan:
+        group = groups[gi]
         key = _digest([dataclasses.asdict(group.static),
                        [(j.setting.config.to_dict(), j.seed) for j in chunk]])
         path = chunk_dir / f"group{gi}_{key}.npz"
@@ -171,13 +173,11 @@ def run_sweep(
                 out = RunResult(**{k: f[k] for k in RunResult._fields})
             grec["resumed_chunks"] += 1
         else:
-            if runners[gi] is None:
+            if gi not in runners:
                 runners[gi] = Runner(group, mesh, sizes[gi])
-            t0 = time.perf_counter()
-            out = runners[gi](chunk)
-            grec["run_seconds"] += time.perf_counter() - t0 - (
-                runners[gi].compile_seconds if grec["compile_seconds"] == 0.0 else 0.0)
-            grec["compile_seconds"] = runners[gi].compile_seconds
+            runner = runners[gi]
+            out = runner(chunk)
+            grec["compile_seconds"], grec["run_seconds"] = runner.compile_seconds, runner.run_seconds
             np.savez(path.with_suffix(".tmp.npz"), **out._asdict())
             path.with_suffix(".tmp.npz").replace(path)
         for i, job in enumerate(chunk):
