@@ -13,7 +13,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from mmjax.configs.synthetic import SCALES, ConfigError
+from mmjax.configs.common import ConfigError
+from mmjax.configs.synthetic import SCALES
 
 REPO_EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from mmjax.configs.synthetic import SCALES, ConfigError, SyntheticConfig, apply_overrides
+from mmjax.configs.common import ConfigError
+from mmjax.configs.synthetic import SCALES, SyntheticConfig, apply_overrides
 from mmjax.train.sweep import Experiment, Setting
 
 # The cpu scale is SyntheticConfig's defaults; it deviates from the paper (README, "Scales and

@@ -7,12 +7,12 @@ User-facing index sets are 1-based, as in the paper ([3] = {1, 2, 3}); codes are
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field, fields
 
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax.configs.common import _fail, parse_overrides
 from mmjax.latent import codes
 from mmjax.latent.simulator import Bias, LatentShape
 from mmjax.models.mlp import paper_widths
@@ -28,14 +28,6 @@ from mmjax.train.synthetic import (
 SCALES = ("smoke", "cpu", "paper")
 SCHEDULES = ("constant", "cosine")
 TEXT_LAYOUTS = ("padded", "exact")
-
-
-class ConfigError(ValueError):
-    """A config field has a value outside what is allowed (message: field, value, allowed)."""
-
-
-def _fail(name: str, value, allowed: str) -> typing.NoReturn:
-    raise ConfigError(f"{name}={value!r} is invalid: {allowed}")
 
 
 @dataclass(frozen=True)
@@ -235,41 +227,9 @@ class SyntheticConfig:
         return out
 
 
-def _parse_value(name: str, raw: str, current, annotation: str):
-    """Parse a --set string for field `name` given its annotation."""
-    text = raw.strip()
-    try:
-        if "tuple" in annotation:
-            if text.lower() in ("none", "all") and "None" in annotation:
-                return None
-            parts = [p for p in text.strip("[]()").replace(" ", "").split(",") if p]
-            return tuple(int(p) for p in parts)
-        if annotation.startswith("bool"):
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if "None" in annotation and text.lower() == "none":
-            return None
-        if annotation.startswith("int"):
-            return int(text)
-        if annotation.startswith("float"):
-            return float(text)
-        return text
-    except ValueError:
-        _fail(name, raw, f"could not parse as {annotation}")
-
-
 def apply_overrides(cfg: SyntheticConfig, overrides: dict[str, str]) -> SyntheticConfig:
     """Return cfg with `field=value` strings applied (the CLI's --set), validated."""
-    known = {f.name: f for f in fields(cfg) if f.init}
-    updates = {}
-    for name, raw in overrides.items():
-        if name not in known:
-            close = ", ".join(sorted(known))
-            raise ConfigError(f"--set {name}={raw}: unknown field; allowed fields: {close}")
-        updates[name] = _parse_value(name, raw, getattr(cfg, name), str(known[name].type))
+    updates = parse_overrides(cfg, overrides)
     if "theta" in updates:
         updates.setdefault("theta_code", None)
     if "rho" in updates:

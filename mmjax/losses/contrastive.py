@@ -98,6 +98,14 @@ def clamped_scale(log_scale: Array, max_scale: float = 100.0) -> Array:
     return jnp.minimum(jnp.exp(log_scale), max_scale)
 
 
+def _info_nce(q: Array, keys: Array, scale: Array, axis_name: str | None) -> Array:
+    """Per-anchor InfoNCE of unit rows `q` against gathered `keys`; the positive is the same row."""
+    logits = scale * q @ _gather(keys, axis_name).T
+    rows = _row_offset(q.shape[0], axis_name) + jnp.arange(q.shape[0])
+    pos = jnp.take_along_axis(logits, rows[:, None], axis=1)[:, 0]
+    return jax.nn.logsumexp(logits, axis=1) - pos
+
+
 def clip_loss(
     a: Array,
     b: Array,
@@ -109,14 +117,30 @@ def clip_loss(
     """Symmetric CLIP InfoNCE with in-batch cross-modal negatives and a clamped learnable scale."""
     za, zb = _normalize(a), _normalize(b)
     scale = clamped_scale(log_scale, max_scale)
-    rows = _row_offset(a.shape[0], axis_name) + jnp.arange(a.shape[0])
+    return 0.5 * (_mean(_info_nce(za, zb, scale, axis_name), axis_name)
+                  + _mean(_info_nce(zb, za, scale, axis_name), axis_name))
 
-    def direction(q: Array, keys: Array) -> Array:
-        logits = scale * q @ _gather(keys, axis_name).T
-        pos = jnp.take_along_axis(logits, rows[:, None], axis=1)[:, 0]
-        return jax.nn.logsumexp(logits, axis=1) - pos
 
-    return 0.5 * (_mean(direction(za, zb), axis_name) + _mean(direction(zb, za), axis_name))
+def con_loss(
+    a: Array,
+    b: Array,
+    a_aug: Array,
+    b_aug: Array,
+    log_scale: Array,
+    *,
+    max_scale: float = 100.0,
+    axis_name: str | None = None,
+) -> Array:
+    """L_Con of SPEC B2: ¼(L_V2T + L_T2V + L_V2V + L_T2T), in-modal terms against the augmented views.
+
+    `a_aug`, `b_aug` embed a second augmented view of each image and caption; in L_V2V an image's
+    positive is its own augmented view and the other rows' augmented views are the negatives.
+    """
+    za, zb, za2, zb2 = (_normalize(x) for x in (a, b, a_aug, b_aug))
+    scale = clamped_scale(log_scale, max_scale)
+    terms = [_info_nce(za, zb, scale, axis_name), _info_nce(zb, za, scale, axis_name),
+             _info_nce(za, za2, scale, axis_name), _info_nce(zb, zb2, scale, axis_name)]
+    return 0.25 * sum(_mean(t, axis_name) for t in terms)
 
 
 def siglip_loss(

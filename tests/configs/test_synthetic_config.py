@@ -3,7 +3,8 @@
 import pytest
 
 from mmjax.cli import main
-from mmjax.configs.synthetic import ConfigError, SyntheticConfig, apply_overrides
+from mmjax.configs.common import ConfigError
+from mmjax.configs.synthetic import SyntheticConfig, apply_overrides
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from jax.sharding import PartitionSpec as P
 
 from mmjax.losses.contrastive import (
     clip_loss,
+    con_loss,
     lp_simclr_loss,
     pairwise_sq_dists,
     siglip_loss,
@@ -77,6 +78,14 @@ def ref_clip(a, b, log_scale, max_scale=100.0):
     i2t = [_logsumexp(logits[i]) - logits[i][i] for i in range(n)]
     t2i = [_logsumexp([logits[i][j] for i in range(n)]) - logits[j][j] for j in range(n)]
     return 0.5 * (float(np.mean(i2t)) + float(np.mean(t2i)))
+
+
+def ref_info_nce(q, k, scale):
+    """Mean over anchors i of -log softmax_j(scale·cos(q_i, k_j)) at j = i."""
+    q, k = _f64(q), _f64(k)
+    n = len(q)
+    return float(np.mean([_logsumexp([scale * _cos(q[i], k[j]) for j in range(n)])
+                          - scale * _cos(q[i], k[i]) for i in range(n)]))
 
 
 def ref_siglip(a, b, log_scale, bias):
@@ -169,6 +178,19 @@ def test_siglip_matches_reference(log_scale, bias):
     np.testing.assert_allclose(float(got), ref_siglip(a, b, log_scale, bias), rtol=1e-5)
 
 
+@pytest.mark.parametrize("log_scale", [0.0, math.log(1 / 0.07)])
+def test_con_loss_matches_reference(log_scale):
+    a, b, a2, b2 = (_randn(k, B, D) for k in range(4))
+    scale = math.exp(log_scale)
+    want = 0.25 * (ref_info_nce(a, b, scale) + ref_info_nce(b, a, scale)
+                   + ref_info_nce(a, a2, scale) + ref_info_nce(b, b2, scale))
+    got = float(con_loss(a, b, a2, b2, jnp.float32(log_scale)))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    # The cross-modal half is CLIP's loss.
+    np.testing.assert_allclose(0.5 * (ref_info_nce(a, b, scale) + ref_info_nce(b, a, scale)),
+                               ref_clip(a, b, log_scale), rtol=1e-9)
+
+
 # ---------------------------------------------------------------- 8 devices vs one
 
 N_DEV, GLOBAL_B, GLOBAL_D = 8, 16, 4
@@ -186,6 +208,7 @@ CASES = {
     "simclr_cosine": (simclr_cosine_loss, 2, (), {"tau": 0.5}),
     "clip": (clip_loss, 2, (math.log(1 / 0.07),), {}),
     "siglip": (siglip_loss, 2, (math.log(10.0), -10.0), {}),
+    "con": (con_loss, 4, (math.log(1 / 0.07),), {}),
 }
 
 

@@ -1,0 +1,103 @@
+"""Meshes, batch sharding, shard_map'd losses and multi-host start-up (SPEC C).
+
+One data axis spans every device of every process. The model runs under plain `jit` on the sharded
+global batch (XLA partitions it); the contrastive loss runs inside `jax.shard_map`, so each device scores
+its local rows against embeddings gathered from all devices.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = "data"
+_ENV = {"coordinator": "MMJAX_COORDINATOR", "num_processes": "MMJAX_NUM_PROCESSES",
+        "process_id": "MMJAX_PROCESS_ID", "local_devices": "MMJAX_LOCAL_DEVICE_IDS"}
+
+
+def data_mesh(devices: list | None = None, axis: str = DATA_AXIS) -> Mesh:
+    """A 1-D mesh over all (global) devices with an Auto-typed data axis."""
+    devs = np.asarray(jax.devices() if devices is None else devices)
+    return Mesh(devs, (axis,), axis_types=(AxisType.Auto,))
+
+
+def batch_sharding(mesh: Mesh, axis: str = DATA_AXIS) -> NamedSharding:
+    """Leading (batch) dimension split over the data axis."""
+    return NamedSharding(mesh, P(axis))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array."""
+    return NamedSharding(mesh, P())
+
+
+def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh, axis: str = DATA_AXIS) -> dict:
+    """Global arrays from this process's rows (each process passes its own slice, in process order)."""
+    sharding = batch_sharding(mesh, axis)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
+
+
+def check_batch_divisible(batch: int, mesh: Mesh, name: str = "batch") -> None:
+    """One-line error when the global batch cannot be split evenly over the devices."""
+    n = mesh.devices.size
+    if batch % n:
+        raise ValueError(f"{name}={batch} is invalid: must be divisible by the device count {n} "
+                         f"(e.g. {max(n, batch // n * n)})")
+
+
+def sharded_loss(loss: Callable[..., jax.Array], mesh: Mesh, n_sharded: int, n_replicated: int = 0,
+                 axis: str = DATA_AXIS) -> Callable[..., jax.Array]:
+    """Wrap `loss(*sharded, *replicated, axis_name=...)` in shard_map: batch args split, scalars shared.
+
+    The loss must reduce with `lax.pmean` over `axis_name`, so its value is the same on every device.
+    """
+    fn = functools.partial(loss, axis_name=axis)
+    specs = (P(axis),) * n_sharded + (P(),) * n_replicated
+    return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P())
+
+
+def distributed_settings(**flags: Any) -> dict[str, Any]:
+    """Multi-host settings from explicit flags, falling back to MMJAX_* environment variables."""
+    out: dict[str, Any] = {}
+    for name, env in _ENV.items():
+        value = flags.get(name)
+        if value is None and os.environ.get(env):
+            value = os.environ[env]
+        if value is None:
+            continue
+        if name in ("num_processes", "process_id"):
+            value = int(value)
+        elif name == "local_devices":
+            value = [int(v) for v in str(value).split(",")] if isinstance(value, str) else list(value)
+        out[name] = value
+    return out
+
+
+def initialize_distributed(**flags: Any) -> bool:
+    """Call `jax.distributed.initialize` when more than one process is configured; True if it did.
+
+    Flags (or MMJAX_COORDINATOR / MMJAX_NUM_PROCESSES / MMJAX_PROCESS_ID) name the coordinator
+    address, the process count and this process's id. On a Cloud TPU pod slice pass `auto=True`: JAX
+    finds all three itself.
+    """
+    if flags.pop("auto", False):
+        jax.distributed.initialize()
+        return True
+    cfg = distributed_settings(**flags)
+    if cfg.get("num_processes", 1) <= 1:
+        return False
+    missing = [n for n in ("coordinator", "process_id") if n not in cfg]
+    if missing:
+        raise ValueError(f"num_processes={cfg['num_processes']} needs {' and '.join(missing)} "
+                         f"(flags or {', '.join(_ENV[m] for m in missing)})")
+    jax.distributed.initialize(
+        coordinator_address=cfg["coordinator"], num_processes=cfg["num_processes"],
+        process_id=cfg["process_id"], local_device_ids=cfg.get("local_devices"))
+    return True
