@@ -1,0 +1,1 @@
+"""Data: tokenizers, augmentations, tensorflow-datasets I/O and the grain input pipeline."""

@@ -1,0 +1,81 @@
+"""Tokenizers: special-id convention, padding/truncation, round trips, save/load, the factory."""
+
+import numpy as np
+import pytest
+
+from mmjax.data.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    UNK_ID,
+    SubwordTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    make_tokenizer,
+)
+
+CAPTIONS = [f"a {size} {colour} {shape}" for size in ("small", "large")
+            for colour in ("red", "green", "blue", "yellow", "purple")
+            for shape in ("square", "circle", "triangle", "cross", "star")]
+
+
+def test_word_vocabulary_and_special_ids():
+    tok = WordTokenizer.build(["A red square.", "a blue circle", "a red circle"])
+    # Most frequent first ("a" x3, then "circle"/"red" x2 alphabetically), after the 4 special tokens.
+    assert tok.words[:3] == ("a", "circle", "red")
+    assert tok.vocab_size == 4 + len(set("a red square . blue circle".split()))
+    rows = tok.encode(["a red square", "a zebra"], max_len=6)
+    assert rows.dtype == np.int32 and rows.shape == (2, 6)
+    a, red, square = (tok.words.index(w) + 4 for w in ("a", "red", "square"))
+    np.testing.assert_array_equal(rows[0], [BOS_ID, a, red, square, EOS_ID, PAD_ID])
+    np.testing.assert_array_equal(rows[1], [BOS_ID, a, UNK_ID, EOS_ID, PAD_ID, PAD_ID])
+
+
+def test_word_truncation_keeps_eot():
+    tok = WordTokenizer.build(CAPTIONS)
+    rows = tok.encode(CAPTIONS[:3], max_len=4)
+    assert (rows[:, 0] == BOS_ID).all() and (rows[:, -1] == EOS_ID).all()
+    assert tok.decode(rows) == ["a small", "a small", "a small"]
+    with pytest.raises(ValueError, match="max_len=1"):
+        tok.encode("a", max_len=1)
+
+
+def test_word_round_trip_bytes_and_single_string():
+    tok = WordTokenizer.build(CAPTIONS)
+    assert tok.decode(tok.encode(CAPTIONS, max_len=8)) == CAPTIONS
+    assert tok.decode(tok.encode([c.encode() for c in CAPTIONS[:2]], 8)) == CAPTIONS[:2]
+    assert tok.encode("A Large RED star", 8).shape == (1, 8)
+    assert tok.decode(tok.encode("A Large RED star", 8)) == ["a large red star"]
+
+
+def test_word_save_load(tmp_path):
+    tok = WordTokenizer.build(CAPTIONS)
+    tok.save(tmp_path / "tok.json")
+    loaded = WordTokenizer.load(tmp_path / "tok.json")
+    assert loaded.words == tok.words
+    np.testing.assert_array_equal(loaded.encode(CAPTIONS, 8), tok.encode(CAPTIONS, 8))
+    assert isinstance(Tokenizer.load(tmp_path / "tok.json"), WordTokenizer)
+    with pytest.raises(ValueError, match="not a SubwordTokenizer"):
+        SubwordTokenizer.load(tmp_path / "tok.json")
+
+
+@pytest.mark.parametrize("algorithm", ["bpe", "wordpiece"])
+def test_subword_trains_and_round_trips(tmp_path, algorithm):
+    assert len(CAPTIONS) == 50
+    tok = make_tokenizer(algorithm, CAPTIONS, vocab_size=60)
+    assert isinstance(tok, SubwordTokenizer) and 4 < tok.vocab_size <= 60
+    rows = tok.encode(CAPTIONS, max_len=24)
+    assert rows.dtype == np.int32 and (rows[:, 0] == BOS_ID).all()
+    assert all(EOS_ID in row for row in rows)
+    assert tok.decode(rows) == CAPTIONS
+    tok.save(tmp_path / "sub.json")
+    loaded = Tokenizer.load(tmp_path / "sub.json")
+    np.testing.assert_array_equal(loaded.encode(CAPTIONS, 24), rows)
+    short = tok.encode(CAPTIONS[:1], max_len=3)
+    np.testing.assert_array_equal(short[0, [0, 2]], [BOS_ID, EOS_ID])
+
+
+def test_make_tokenizer_unknown_kind():
+    assert isinstance(make_tokenizer("word", CAPTIONS), WordTokenizer)
+    with pytest.raises(ValueError, match=r"^tokenizer kind='char' is invalid: allowed word, bpe, wordpiece$"):
+        make_tokenizer("char", CAPTIONS)
