@@ -1,4 +1,9 @@
-"""Command line: `mmjax sweep <experiment> [--scale smoke|cpu|paper] [--seeds N] [--out DIR] [--set k=v]`."""
+"""Command line of mmjax.
+
+  mmjax sweep <experiment> [--scale smoke|cpu|paper] [--seeds N] [--out DIR] [--set k=v]
+  mmjax train --config <file> [--workdir DIR] [--set k=v] [multi-host flags]
+  mmjax eval --workdir DIR
+"""
 
 from __future__ import annotations
 
@@ -85,6 +90,56 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_train_config(path: str, overrides: dict[str, str]):
+    """`get_config()` of a config file (a path or an experiments/ name) with --set overrides applied."""
+    from mmjax.configs.common import apply_overrides
+
+    module = load_experiment_module(find_experiment(path))
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"--config {path}: the file has no get_config()")
+    return apply_overrides(module.get_config(), overrides)
+
+
+def _distributed(args: argparse.Namespace) -> None:
+    """Join a multi-process run when flags or MMJAX_* variables ask for one (before any JAX work)."""
+    from mmjax import parallel
+
+    parallel.initialize_distributed(coordinator=args.coordinator, num_processes=args.num_processes,
+                                    process_id=args.process_id)
+
+
+def _print_metrics(metrics: dict) -> None:
+    keys = [k for k in sorted(metrics) if k not in ("state", "step")]
+    print("\n".join(f"  {k:28s} {metrics[k]:.4f}" for k in keys))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a two-tower model (resuming the workdir's latest checkpoint) and evaluate it."""
+    _distributed(args)
+    from mmjax.data.tfds_io import DatasetError
+    from mmjax.train.loop import TrainingDiverged, train_and_evaluate
+
+    cfg = load_train_config(args.config, parse_sets(args.set or []))
+    workdir = Path(args.workdir or f"runs/{Path(args.config).stem}")
+    try:
+        result = train_and_evaluate(cfg, workdir)
+    except (DatasetError, TrainingDiverged) as err:
+        raise ConfigError(str(err)) from None
+    print(f"step {result['step']}: metrics in {workdir}/metrics.jsonl, checkpoints in {workdir}/checkpoints")
+    _print_metrics(result)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate the latest checkpoint of a workdir; writes eval.json there."""
+    from mmjax.train.loop import evaluate_workdir
+
+    result = evaluate_workdir(Path(args.workdir))
+    print(f"step {result['step']} of {args.workdir}:")
+    _print_metrics(result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of the `mmjax` command."""
     parser = argparse.ArgumentParser(prog="mmjax", description=__doc__)
@@ -98,6 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--set", action="append", metavar="FIELD=VALUE",
                        help="override any config field, e.g. --set batch=64 --set widths=32,32")
     sweep.set_defaults(func=cmd_sweep)
+    train = sub.add_parser("train", help="train a two-tower model from a config file (resumes a workdir)")
+    train.add_argument("--config", required=True, help="a config file with get_config() (or its name)")
+    train.add_argument("--workdir", default=None, help="output directory (default runs/<config name>)")
+    train.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field")
+    train.add_argument("--coordinator", default=None, help="multi-host: host:port of process 0")
+    train.add_argument("--num_processes", type=int, default=None, help="multi-host: number of processes")
+    train.add_argument("--process_id", type=int, default=None, help="multi-host: this process's index")
+    train.set_defaults(func=cmd_train)
+    evaluate = sub.add_parser("eval", help="evaluate the latest checkpoint of a training workdir")
+    evaluate.add_argument("--workdir", required=True)
+    evaluate.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -17,6 +17,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mmjax.configs.common import ConfigError
+
 DATA_AXIS = "data"
 _ENV = {"coordinator": "MMJAX_COORDINATOR", "num_processes": "MMJAX_NUM_PROCESSES",
         "process_id": "MMJAX_PROCESS_ID", "local_devices": "MMJAX_LOCAL_DEVICE_IDS"}
@@ -48,7 +50,7 @@ def check_batch_divisible(batch: int, mesh: Mesh, name: str = "batch") -> None:
     """One-line error when the global batch cannot be split evenly over the devices."""
     n = mesh.devices.size
     if batch % n:
-        raise ValueError(f"{name}={batch} is invalid: must be divisible by the device count {n} "
+        raise ConfigError(f"{name}={batch} is invalid: must be divisible by the device count {n} "
                          f"(e.g. {max(n, batch // n * n)})")
 
 

@@ -9,7 +9,7 @@ import jax
 import optax
 
 Array = jax.Array
-LossFn = Callable[[Any, Array], tuple[Array, dict[str, Array]]]
+LossFn = Callable[..., tuple[Array, dict[str, Array]]]
 
 
 class TrainState(NamedTuple):
@@ -26,13 +26,45 @@ def init_state(params: Any, optimizer: optax.GradientTransformation) -> TrainSta
                       opt_state=optimizer.init(params))
 
 
-def make_train_step(
-    loss_fn: LossFn, optimizer: optax.GradientTransformation
-) -> Callable[[TrainState, Array], tuple[TrainState, dict[str, Array]]]:
-    """Build `step(state, key) -> (state, metrics)` for `loss_fn(params, key) -> (loss, aux)`."""
+def micro_batches(batch: Any, k: int) -> Any:
+    """Split every leaf's leading axis B into (k, B/k): micro-batch i holds rows i, i+k, i+2k, ...
 
-    def step(state: TrainState, key: Array) -> tuple[TrainState, dict[str, Array]]:
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, key)
+    Striding (not blocking) keeps each micro-batch spread evenly over a batch-sharded leading axis,
+    so the split needs no communication between devices.
+    """
+    return jax.tree.map(lambda x: jax.numpy.moveaxis(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 1, 0),
+                        batch)
+
+
+def make_train_step(
+    loss_fn: LossFn, optimizer: optax.GradientTransformation, accum_steps: int = 1
+) -> Callable[..., tuple[TrainState, dict[str, Array]]]:
+    """Build `step(state, key, *batch) -> (state, metrics)` for `loss_fn(params, key, *batch) -> (loss, aux)`.
+
+    With `accum_steps` = k > 1 every batch leaf is split into k micro-batches (`micro_batches`); loss,
+    aux and gradients are averaged over them (each micro-batch's loss sees only its own rows, so
+    contrastive negatives come from the micro-batch) before one optimiser update.
+    """
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def accumulated(params: Any, key: Array, *batch: Any):
+        def body(carry, xs):
+            i, micro = xs
+            out = grad_fn(params, jax.random.fold_in(key, i), *micro)
+            return jax.tree.map(lambda a, b: a + b / accum_steps, carry, out), None
+
+        micro = micro_batches(batch, accum_steps)
+        first = jax.tree.map(lambda x: x[0], micro)
+        zeros = jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype),
+                             jax.eval_shape(grad_fn, params, key, *first))
+        total, _ = jax.lax.scan(body, zeros, (jax.numpy.arange(accum_steps), micro))
+        return total
+
+    def step(state: TrainState, key: Array, *batch: Any) -> tuple[TrainState, dict[str, Array]]:
+        if accum_steps > 1:
+            (loss, aux), grads = accumulated(state.params, key, *batch)
+        else:
+            (loss, aux), grads = grad_fn(state.params, key, *batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}

@@ -1,0 +1,107 @@
+"""Validated config of the two-tower (CLIP-style) trainer; experiment files return one from get_config()."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mmjax.configs.common import _fail
+
+IMAGE_TOWERS = ("vit", "resnet18", "resnet50")
+TEXT_TOWERS = ("transformer", "text_cnn")
+TRAIN_LOSSES = ("clip", "siglip", "simclr", "con")
+TOKENIZERS = ("word", "bpe", "wordpiece")
+DTYPES = ("float32", "bfloat16")
+POOLS_IMAGE = ("cls", "mean")
+POOLS_TEXT = ("eot", "mean")
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Data, model, loss, optimiser and loop settings of one two-tower training run."""
+
+    # data: "generated" (coloured shapes made in memory) or a tfds dataset stored under data_dir
+    dataset: str = "generated"
+    data_dir: str | None = None
+    train_split: str = "train"
+    eval_split: str = "test"
+    num_train: int = 4096  # generated data only
+    num_eval: int = 512  # generated data only; for tfds the first num_eval rows of eval_split
+    image_size: int = 32
+    max_len: int = 16
+    tokenizer: str = "word"
+    vocab_size: int = 1000  # subword (bpe, wordpiece) tokenizers only
+    augment: bool = False  # two augmented views per example (always on for loss="con")
+    # model
+    image_tower: str = "vit"
+    text_tower: str = "transformer"
+    patch: int = 8
+    width: int = 64
+    depth: int = 2
+    heads: int = 4
+    image_pool: str = "cls"
+    text_pool: str = "eot"
+    causal: bool = True
+    embed_dim: int = 64
+    dtype: str = "float32"
+    # loss and optimiser
+    loss: str = "clip"
+    batch: int = 64  # global batch, split over all devices
+    steps: int = 300
+    lr: float = 1e-3
+    warmup_steps: int = 30
+    weight_decay: float = 0.05
+    clip_norm: float = 1.0
+    accum_steps: int = 1
+    seed: int = 0
+    # loop
+    log_every: int = 10
+    eval_every: int = 100
+    ckpt_every: int = 100
+    keep: int = 3
+    probe_shots: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("num_train", "num_eval", "image_size", "max_len", "vocab_size", "patch", "width",
+                     "depth", "heads", "embed_dim", "batch", "steps", "accum_steps", "log_every",
+                     "eval_every", "ckpt_every", "keep", "probe_shots"):
+            if int(getattr(self, name)) < 1:
+                _fail(name, getattr(self, name), "must be a positive integer")
+        for name, allowed in (("image_tower", IMAGE_TOWERS), ("text_tower", TEXT_TOWERS),
+                              ("loss", TRAIN_LOSSES), ("tokenizer", TOKENIZERS), ("dtype", DTYPES),
+                              ("image_pool", POOLS_IMAGE), ("text_pool", POOLS_TEXT)):
+            if getattr(self, name) not in allowed:
+                _fail(name, getattr(self, name), f"allowed: {', '.join(allowed)}")
+        for name in ("lr", "clip_norm"):
+            if not getattr(self, name) > 0:
+                _fail(name, getattr(self, name), "must be > 0")
+        if self.weight_decay < 0:
+            _fail("weight_decay", self.weight_decay, "must be >= 0")
+        if not 0 <= self.warmup_steps < self.steps:
+            _fail("warmup_steps", self.warmup_steps, f"must be in 0..steps-1={self.steps - 1}")
+        if self.batch % self.accum_steps:
+            _fail("batch", self.batch, f"must be divisible by accum_steps={self.accum_steps}")
+        if self.batch // self.accum_steps < 2:
+            _fail("batch", self.batch, "each accumulation micro-batch needs at least 2 pairs")
+        if self.image_tower == "vit" and self.image_size % self.patch:
+            _fail("patch", self.patch, f"must divide image_size={self.image_size}")
+        if self.width % self.heads:
+            _fail("heads", self.heads, f"must divide width={self.width}")
+
+    @property
+    def two_views(self) -> bool:
+        """Whether each step needs a second augmented view of every example."""
+        return self.loss == "con" or self.augment
+
+    def image_kwargs(self) -> dict:
+        """Keyword arguments of the image tower."""
+        if self.image_tower == "vit":
+            return dict(patch_size=self.patch, width=self.width, depth=self.depth, num_heads=self.heads,
+                        pool=self.image_pool)
+        return dict(width=self.width, small_input=self.image_size <= 64)
+
+    def text_kwargs(self, vocab_size: int) -> dict:
+        """Keyword arguments of the text tower for a tokenizer with `vocab_size` ids."""
+        if self.text_tower == "transformer":
+            return dict(vocab_size=vocab_size, max_len=self.max_len, width=self.width, depth=self.depth,
+                        num_heads=self.heads, causal=self.causal, pool=self.text_pool)
+        return dict(vocab_size=vocab_size, num_outputs=self.width)

@@ -1,0 +1,252 @@
+"""`train_and_evaluate(config, workdir)`: data, trainer, checkpoints, logging, evaluation, resumption.
+
+Workdir layout: `config.json`, `tokenizer.json`, `metrics.jsonl` (one JSON object per logged step),
+`tb/` (TensorBoard events), `checkpoints/<step>/`, `eval.json` (the last evaluation). Rerunning on the
+same workdir restores the newest readable checkpoint, including the data-iterator position, and
+continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from mmjax import parallel
+from mmjax.configs.clip import ClipConfig
+from mmjax.configs.common import ConfigError
+from mmjax.data.pipeline import (
+    CAPTION_KEY,
+    IMAGE_KEY,
+    TOKENS_KEY,
+    ArraySource,
+    make_dataset,
+    make_generated_dataset,
+    make_iterator,
+    per_process_batch_size,
+)
+from mmjax.data.tfds_io import load_source
+from mmjax.data.tokenizer import Tokenizer, as_strings, make_tokenizer
+from mmjax.eval.zeroshot import prompt_texts
+from mmjax.train.checkpoint import Checkpointer
+from mmjax.train.clip import Trainer, evaluate, make_trainer
+
+PROBE_TRAIN_ROWS = 2048
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left in place."""
+
+
+@dataclasses.dataclass
+class Data:
+    """Training source, evaluation arrays and the tokenizer of a run."""
+
+    train: Any
+    eval: dict[str, np.ndarray]
+    probe: dict[str, np.ndarray] | None
+    tokenizer: Tokenizer
+    class_prompts: np.ndarray | None
+
+
+def _columns(source: Any, rows: int) -> dict[str, np.ndarray]:
+    """The first `rows` examples of a random-access source as stacked numpy columns."""
+    items = [source[i] for i in range(min(rows, len(source)))]
+    return {k: np.stack([np.asarray(it[k]) for it in items]) for k in items[0]}
+
+
+def _model_arrays(columns: Mapping[str, np.ndarray], tokenizer: Tokenizer, max_len: int) -> dict:
+    """Images as float32 in [0, 1], captions as tokens, labels kept."""
+    images = columns[IMAGE_KEY]
+    out = {IMAGE_KEY: images.astype(np.float32) / 255 if images.dtype == np.uint8 else images,
+           TOKENS_KEY: tokenizer.encode(as_strings(columns[CAPTION_KEY]), max_len)}
+    if "label" in columns:
+        out["label"] = np.asarray(columns["label"]).astype(np.int32)
+    return out
+
+
+def load_data(cfg: ClipConfig, workdir: Path) -> Data:
+    """Sources and tokenizer of a config; the tokenizer is built once and then read from the workdir."""
+    class_names: tuple[str, ...] = ()
+    templates: tuple[str, ...] = ()
+    if cfg.dataset == "generated":
+        full = make_generated_dataset(cfg.num_train + cfg.num_eval, cfg.image_size, seed=1234)
+        cols = full.columns
+        train = ArraySource({k: v[: cfg.num_train] for k, v in cols.items()})
+        eval_cols = {k: v[cfg.num_train:] for k, v in cols.items()}
+        class_names, templates = full.class_names, full.prompt_templates
+    else:
+        train = load_source(cfg.dataset, cfg.train_split, cfg.data_dir)
+        eval_cols = _columns(load_source(cfg.dataset, cfg.eval_split, cfg.data_dir), cfg.num_eval)
+    tok_path = workdir / "tokenizer.json"
+    if tok_path.exists():
+        tokenizer = Tokenizer.load(tok_path)
+    else:
+        captions = (train.columns[CAPTION_KEY] if isinstance(train, ArraySource)
+                    else [train[i][CAPTION_KEY] for i in range(len(train))])
+        kwargs = {} if cfg.tokenizer == "word" else {"vocab_size": cfg.vocab_size}
+        tokenizer = make_tokenizer(cfg.tokenizer, captions, **kwargs)
+        if jax.process_index() == 0:
+            tokenizer.save(tok_path)
+    evald = _model_arrays(eval_cols, tokenizer, cfg.max_len)
+    probe = None
+    if "label" in evald:
+        probe_cols = (_columns(train, PROBE_TRAIN_ROWS))
+        probe = _model_arrays(probe_cols, tokenizer, cfg.max_len)
+    prompts = None
+    if class_names and "label" in evald:
+        texts = prompt_texts(class_names, templates)
+        prompts = np.stack([tokenizer.encode(row, cfg.max_len) for row in texts])
+    return Data(train=train, eval=evald, probe=probe, tokenizer=tokenizer, class_prompts=prompts)
+
+
+class MetricsLog:
+    """metrics.jsonl plus TensorBoard events, written by process 0 only."""
+
+    def __init__(self, workdir: Path):
+        self.active = jax.process_index() == 0
+        self.path = workdir / "metrics.jsonl"
+        self.tb = None
+        if self.active:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(str(workdir / "tb"))
+
+    def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Append one record and its scalars."""
+        if not self.active:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        for k, v in metrics.items():
+            self.tb.add_scalar(k, v, step)
+        self.tb.flush()
+
+    def close(self) -> None:
+        """Close the TensorBoard writer."""
+        if self.tb is not None:
+            self.tb.close()
+
+
+def host_copy(tree: Any) -> Any:
+    """This process's copy of a replicated global tree, as numpy (works across hosts)."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
+def _check_config(workdir: Path, cfg: ClipConfig) -> None:
+    """Write config.json, or refuse to resume a workdir that was trained with another config."""
+    path = workdir / "config.json"
+    current = dataclasses.asdict(cfg)
+    if path.exists():
+        stored = json.loads(path.read_text())
+        diff = sorted(k for k in current if stored.get(k) != current[k] and k not in _RESUMABLE)
+        if diff:
+            k = diff[0]
+            raise ConfigError(f"workdir {workdir} holds a run with {k}={stored.get(k)!r}, not "
+                              f"{current[k]!r}: use a new --workdir (or the same config) to resume")
+    if jax.process_index() == 0:
+        path.write_text(json.dumps(current, indent=1))
+
+
+# Fields that may change between a run and its resumption without changing what is computed.
+_RESUMABLE = {"log_every", "eval_every", "ckpt_every", "keep"}
+
+
+def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int | None = None,
+                       progress: bool = True, trainer: Trainer | None = None) -> dict[str, Any]:
+    """Train (resuming from `workdir` if it holds checkpoints) and evaluate; returns the final metrics.
+
+    `stop_after` ends this invocation after that many global steps (a pre-emption, for tests); the
+    next call on the same workdir continues.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    _check_config(workdir, cfg)
+    data = load_data(cfg, workdir)
+    trainer = trainer or make_trainer(cfg, data.tokenizer.vocab_size)
+    local_batch = per_process_batch_size(cfg.batch)
+    dataset = make_dataset(data.train, batch_size=local_batch, seed=cfg.seed, tokenizer=data.tokenizer,
+                           max_len=cfg.max_len)
+    ckpt = Checkpointer(workdir / "checkpoints", every=cfg.ckpt_every, keep=cfg.keep)
+    restored = ckpt.restore_latest(trainer.abstract_state())
+    if restored is None:
+        start, state, data_state = 0, trainer.init(jax.random.key(cfg.seed)), None
+    else:
+        start, state, record = restored
+        data_state = record["data"]
+    iterator = make_iterator(dataset, state=data_state)
+    log = MetricsLog(workdir)
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    pending: list[tuple[int, dict]] = []
+    last_good = start if restored is not None else None
+    result: dict[str, Any] = {"step": start}
+
+    def flush() -> dict[str, float]:
+        """Check every pending loss is finite; return the newest step's host metrics."""
+        host = [(s, {k: float(v) for k, v in jax.device_get(m).items()}) for s, m in pending]
+        pending.clear()
+        for s, m in host:
+            if not math.isfinite(m["loss"]):
+                where = (f"the last good checkpoint (step {last_good}) is kept in {ckpt.directory}"
+                         if last_good is not None else "no checkpoint was written")
+                raise TrainingDiverged(f"loss is {m['loss']} at step {s}: training stopped; {where}. "
+                                       f"Lower lr (now {cfg.lr}) or raise warmup_steps.")
+        return host[-1][1] if host else {}
+
+    bar = tqdm(total=end, initial=start, desc="train", disable=not progress or jax.process_index() != 0)
+    try:
+        for step in range(start + 1, end + 1):
+            batch = parallel.global_batch(next(iterator), trainer.mesh)
+            state, metrics = trainer.step(state, {IMAGE_KEY: batch[IMAGE_KEY], TOKENS_KEY: batch[TOKENS_KEY]})
+            pending.append((step, metrics))
+            bar.update(1)
+            is_eval = step % cfg.eval_every == 0 or step == cfg.steps
+            is_ckpt = step % cfg.ckpt_every == 0 or step == end
+            if step % cfg.log_every == 0 or is_eval or is_ckpt:
+                logged = flush()
+                bar.set_postfix(loss=f"{logged['loss']:.4f}")
+                if is_eval:
+                    logged.update(evaluate(trainer.model, host_copy(state["train"].params), data.eval,
+                                           data.probe, data.class_prompts, cfg.probe_shots, cfg.seed))
+                    if jax.process_index() == 0:
+                        (workdir / "eval.json").write_text(json.dumps({"step": step, **logged}, indent=1))
+                log.write(step, logged)
+                result = {"step": step, **logged}
+            if is_ckpt:
+                ckpt.save(step, state, {"data": iterator.get_state(), "step": step}, force=True)
+                last_good = step
+    finally:
+        bar.close()
+        log.close()
+        ckpt.close()
+    result["state"] = state
+    return result
+
+
+def evaluate_workdir(workdir: str | Path) -> dict[str, Any]:
+    """Evaluate the newest readable checkpoint of a training workdir; writes and returns eval.json."""
+    workdir = Path(workdir)
+    path = workdir / "config.json"
+    if not path.exists():
+        raise ConfigError(f"--workdir {workdir} is invalid: no config.json (train there first)")
+    cfg = ClipConfig(**json.loads(path.read_text()))
+    data = load_data(cfg, workdir)
+    trainer = make_trainer(cfg, data.tokenizer.vocab_size)
+    restored = Checkpointer(workdir / "checkpoints", every=cfg.ckpt_every, keep=cfg.keep).restore_latest(
+        trainer.abstract_state())
+    if restored is None:
+        raise ConfigError(f"--workdir {workdir} is invalid: no readable checkpoint under checkpoints/")
+    step, state, _ = restored
+    metrics = evaluate(trainer.model, host_copy(state["train"].params), data.eval, data.probe,
+                       data.class_prompts, cfg.probe_shots, cfg.seed)
+    out = {"step": step, **metrics}
+    if jax.process_index() == 0:
+        (workdir / "eval.json").write_text(json.dumps(out, indent=1))
+    return out
