@@ -99,6 +99,8 @@ def initialize_distributed(**flags: Any) -> bool:
     if missing:
         raise ValueError(f"num_processes={cfg['num_processes']} needs {' and '.join(missing)} "
                          f"(flags or {', '.join(_ENV[m] for m in missing)})")
+    # CPU processes need a collectives backend to talk to each other (accelerators bring their own).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=cfg["coordinator"], num_processes=cfg["num_processes"],
         process_id=cfg["process_id"], local_device_ids=cfg.get("local_devices"))

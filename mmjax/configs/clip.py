@@ -59,6 +59,7 @@ class ClipConfig:
     ckpt_every: int = 100
     keep: int = 3
     probe_shots: int = 5
+    final_eval: bool = True  # evaluate after the last step even if it is not on eval_every
 
     def __post_init__(self) -> None:
         for name in ("num_train", "num_eval", "image_size", "max_len", "vocab_size", "patch", "width",

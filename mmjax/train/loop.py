@@ -156,7 +156,7 @@ def _check_config(workdir: Path, cfg: ClipConfig) -> None:
 
 
 # Fields that may change between a run and its resumption without changing what is computed.
-_RESUMABLE = {"log_every", "eval_every", "ckpt_every", "keep"}
+_RESUMABLE = {"log_every", "eval_every", "ckpt_every", "keep", "final_eval"}
 
 
 def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int | None = None,
@@ -207,7 +207,7 @@ def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int 
             state, metrics = trainer.step(state, {IMAGE_KEY: batch[IMAGE_KEY], TOKENS_KEY: batch[TOKENS_KEY]})
             pending.append((step, metrics))
             bar.update(1)
-            is_eval = step % cfg.eval_every == 0 or step == cfg.steps
+            is_eval = step % cfg.eval_every == 0 or (step == cfg.steps and cfg.final_eval)
             is_ckpt = step % cfg.ckpt_every == 0 or step == end
             if step % cfg.log_every == 0 or is_eval or is_ckpt:
                 logged = flush()

@@ -13,7 +13,7 @@ import pytest
 from mmjax import parallel
 from mmjax.configs.clip import ClipConfig
 from mmjax.train.clip import make_trainer
-from mmjax.train.loop import TrainingDiverged, train_and_evaluate
+from mmjax.train.loop import TrainingDiverged, load_data, train_and_evaluate
 from mmjax.train.step import init_state, make_train_step
 
 VOCAB = 24
@@ -101,8 +101,12 @@ def _losses(workdir) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rows}
 
 
+def _loop_trainer(tmp_path):
+    return make_trainer(LOOP, load_data(LOOP, tmp_path).tokenizer.vocab_size)
+
+
 def test_resumed_run_is_bit_identical(tmp_path):
-    trainer = make_trainer(LOOP, 39)  # the word vocabulary of the generated captions
+    trainer = _loop_trainer(tmp_path)
     full = train_and_evaluate(LOOP, tmp_path / "full", progress=False, trainer=trainer)
     first = train_and_evaluate(LOOP, tmp_path / "resumed", progress=False, trainer=trainer, stop_after=6)
     assert first["step"] == 6
@@ -116,7 +120,7 @@ def test_resumed_run_is_bit_identical(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    trainer = make_trainer(LOOP, 39)
+    trainer = _loop_trainer(tmp_path)
     good_step = trainer.step
 
     def poisoned(state, batch):
@@ -128,3 +132,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 9: .*last good checkpoint \(step 6\)"):
         train_and_evaluate(LOOP, tmp_path, progress=False, trainer=trainer)
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [6]
+
+
+def test_tiny_training_learns(tmp_path):
+    cfg = dataclasses.replace(LOOP, num_train=1024, steps=80, warmup_steps=5, log_every=10, ckpt_every=80)
+    result = train_and_evaluate(cfg, tmp_path, progress=False)
+    losses = list(_losses(tmp_path).values())
+    assert losses[-1] < losses[0] - 1.0, losses
+    chance_top1, chance_r10 = 1 / 12, 10 / cfg.num_eval
+    assert result["zeroshot/top1"] > 2.5 * chance_top1
+    assert result["i2t_R@10"] > 3 * chance_r10 and result["t2i_R@10"] > 3 * chance_r10
+    assert result["probe/linear"] > 2.5 * chance_top1
+    logged = json.loads((tmp_path / "eval.json").read_text())
+    assert logged["step"] == 80 and logged["zeroshot/top1"] == result["zeroshot/top1"]
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
