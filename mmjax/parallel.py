@@ -86,10 +86,11 @@ def initialize_distributed(**flags: Any) -> bool:
     """Call `jax.distributed.initialize` when more than one process is configured; True if it did.
 
     Flags (or MMJAX_COORDINATOR / MMJAX_NUM_PROCESSES / MMJAX_PROCESS_ID) name the coordinator
-    address, the process count and this process's id. On a Cloud TPU pod slice pass `auto=True`: JAX
-    finds all three itself.
+    address, the process count and this process's id. On a Cloud TPU pod slice pass `auto=True` (or set
+    MMJAX_AUTO_DISTRIBUTED=1): JAX finds all three itself.
     """
-    if flags.pop("auto", False):
+    auto_env = os.environ.get("MMJAX_AUTO_DISTRIBUTED", "").lower() in ("1", "true", "yes")
+    if flags.pop("auto", False) or auto_env:
         jax.distributed.initialize()
         return True
     cfg = distributed_settings(**flags)
