@@ -79,7 +79,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     record = {k: v for k, v in record.items() if k != "results"}
     record["scale"] = args.scale
     report.write_json(record, out / "sweep.json")
-    title = f"{experiment.name} ({args.scale}, {len(seeds)} seeds): seed-mean non-linear R²"
+    title = f"{experiment.name} ({args.scale}, {len(seeds)} seeds): seed-mean {experiment.metric_label}"
     report.plot_heatmaps(rows, out / "heatmap.png", title)
     report.plot_heatmaps(rows, out / "heatmap_linear.png",
                          title.replace("non-linear", "linear"), metric="r2_linear")

@@ -29,8 +29,8 @@ def read_csv(path: Path) -> list[dict]:
     with open(path) as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        for k in ("r2_linear", "r2_nonlinear"):
-            if k in r:
+        for k in ("r2_linear", "r2_nonlinear", "mcc_linear", "mcc_nonlinear"):
+            if r.get(k) not in (None, ""):
                 r[k] = float(r[k])
     return rows
 
@@ -38,6 +38,16 @@ def read_csv(path: Path) -> list[dict]:
 def write_json(record: dict, path: Path) -> None:
     """Write a JSON record (non-serialisable values become strings)."""
     path.write_text(json.dumps(record, indent=2, default=str))
+
+
+def _value(row: dict, metric: str) -> float:
+    """row[metric]; where a factor has no such score (MCC of a continuous factor, R² of a discrete
+    one) the score of the other family with the same probe."""
+    value = row.get(metric)
+    if value in (None, ""):
+        kind, _, probe = metric.partition("_")
+        value = row.get(("r2" if kind == "mcc" else "mcc") + "_" + probe)
+    return float(value) if value not in (None, "") else float("nan")
 
 
 def seed_table(rows: list[dict], encoder: str, metric: str = "r2_nonlinear"):
@@ -52,7 +62,7 @@ def seed_table(rows: list[dict], encoder: str, metric: str = "r2_nonlinear"):
             settings.append(r["setting"])
         if r["factor"] not in factors:
             factors.append(r["factor"])
-        cells[(r["factor"], r["setting"])].append(float(r[metric]))
+        cells[(r["factor"], r["setting"])].append(_value(r, metric))
     mat = np.full((len(factors), len(settings)), np.nan)
     for (f, s), vals in cells.items():
         mat[factors.index(f), settings.index(s)] = max(float(np.mean(vals)), 0.0)

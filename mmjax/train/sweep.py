@@ -27,7 +27,7 @@ class Setting:
     """One column of a paper figure: a label and the config it runs."""
 
     label: str
-    config: SyntheticConfig
+    config: SyntheticConfig  # or any config with to_static/to_params/to_dict/result_rows
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Experiment:
     settings: tuple[Setting, ...]
     description: str = ""
     seeds: int = 3
+    metric_label: str = "non-linear R²"  # what the heatmap cells show
 
 
 @dataclass
@@ -88,10 +89,14 @@ class Runner:
         self.group = group
         self.chunk_size = chunk_size
         self.mesh = mesh
-        self.run = make_run(group.static)
+        # Any static config with build_run() / draw_world(key) can be swept (synthetic latents,
+        # rendered image-text scenes); the numeric study's RunStatic is the default.
+        static = group.static
+        self.run = static.build_run() if hasattr(static, "build_run") else make_run(static)
+        draw = static.draw_world if hasattr(static, "draw_world") else (lambda k: make_world(k, static.shape))
         shard = NamedSharding(mesh, PartitionSpec("sweep"))
         self._fn = jax.jit(jax.vmap(self.run), in_shardings=shard, out_shardings=shard)
-        self._world = jax.jit(jax.vmap(lambda k: make_world(k, group.static.shape)))
+        self._world = jax.jit(jax.vmap(draw))
         self._worlds: dict[int, object] = {}
         self.compile_seconds = 0.0
         self.run_seconds = 0.0
@@ -220,6 +225,10 @@ def tidy_rows(experiment: Experiment, record: dict) -> list[dict]:
         if record["jobs"][str(idx)]["status"] != "ok":
             continue
         cfg = job.setting.config
+        if hasattr(cfg, "result_rows"):
+            base = {"experiment": experiment.name, "setting": job.setting.label, "seed": job.seed}
+            rows += [{**base, **row} for row in cfg.result_rows(res)]
+            continue
         if cfg.eval_kind == "downstream":
             names = list(METRICS)
             wanted, encoders = [(m, "downstream") for m in METRICS], ("x",)
