@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mmjax.configs.common import ConfigError
 from mmjax.configs.synthetic import SCALES
+from mmjax.data.cli_data import add_data_parser
 
 REPO_EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="evaluate the latest checkpoint of a training workdir")
     evaluate.add_argument("--workdir", required=True)
     evaluate.set_defaults(func=cmd_eval)
+    add_data_parser(sub)
     return parser
 
 

@@ -22,7 +22,7 @@ def parse_value(name: str, raw: str, annotation: str):
             if text.lower() in ("none", "all") and "None" in annotation:
                 return None
             parts = [p for p in text.strip("[]()").replace(" ", "").split(",") if p]
-            return tuple(int(p) for p in parts)
+            return tuple(parts) if "tuple[str" in annotation else tuple(int(p) for p in parts)
         if annotation.startswith("bool"):
             if text.lower() in ("1", "true", "yes", "on"):
                 return True

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax.typing import Dtype
 
+from mmjax.models.cnn import PatchConv
 from mmjax.models.vit import Encoder, check_choice
 
 Array = jax.Array
@@ -98,6 +99,7 @@ class TextCNN(nn.Module):
         for c in self.channels:
             if x.shape[1] < self.min_width:
                 break
-            x = nn.Conv(c, (4,), strides=(2,), padding=((1, 1),), dtype=self.dtype)(x)
+            # PatchConv = nn.Conv, but fast inside lax.scan on CPU (see mmjax.models.cnn).
+            x = PatchConv(c, (4,), (2,), ((1, 1),), dtype=self.dtype)(x)
             x = nn.relu(nn.LayerNorm(dtype=self.dtype)(x))
         return nn.Dense(self.num_outputs, dtype=self.dtype)(x.reshape(x.shape[0], -1))

@@ -97,8 +97,8 @@ def test_text_cnn_adds_blocks_while_map_at_least_4_wide(length, widths, flat):
     out, p = _shapes(TextCNN(vocab_size=V, num_outputs=7), tokens)
     assert out.shape == (B, 7)
     assert p["onehot_kernel"].shape == (V, 128)
-    assert tuple(p[f"Conv_{i}"]["kernel"].shape[-1] for i in range(len(widths))) == widths
-    assert f"Conv_{len(widths)}" not in p
+    assert tuple(p[f"PatchConv_{i}"]["Dense_0"]["kernel"].shape[-1] for i in range(len(widths))) == widths
+    assert f"PatchConv_{len(widths)}" not in p
     assert p["Dense_0"]["kernel"].shape == (flat, 7)
 
 

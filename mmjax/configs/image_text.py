@@ -1,0 +1,124 @@
+"""Validated config of one image–text run on rendered scenes (SPEC A5), split into static and traced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from mmjax.configs.common import _fail
+from mmjax.data.scenes import DISCRETE, SceneConfig, caption_max_len, scene_vocab
+from mmjax.train.image_text import LABELLED, TARGETS, ImageTextParams, ImageTextStatic
+from mmjax.train.synthetic import RunResult
+
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class ImageTextConfig:
+    """Scene, bias, encoders, training and probes of one run; shapes static, the rest traced."""
+
+    # scenes and bias
+    image_size: int = 32
+    causal: bool = False
+    selected: tuple[str, ...] = DISCRETE  # attributes named in the caption
+    perturbed: tuple[str, ...] = ()  # attributes whose word is redrawn with probability p_change
+    p_change: float = 0.9
+    # encoders and training
+    encoding_size: int | None = None  # None: number of unbiased attributes (at least 2, see README)
+    channels: tuple[int, ...] = (16, 32, 32)
+    hidden: int = 100
+    batch: int = 128
+    steps: int = 3000
+    lr: float = 1e-3
+    schedule: str = "cosine"
+    clip_norm: float = 2.0
+    tau: float = 1.0
+    log_every: int = 100
+    # probes
+    eval_fit: int = 2048
+    eval_test: int = 2048
+    probe_steps: int = 300
+    probe_epochs: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "hidden", "batch", "steps", "log_every", "eval_fit", "eval_test",
+                     "probe_steps", "probe_epochs"):
+            if int(getattr(self, name)) < 1:
+                _fail(name, getattr(self, name), "must be a positive integer")
+        if self.image_size < 16:
+            _fail("image_size", self.image_size, "must be at least 16")
+        if self.log_every > self.steps:
+            _fail("log_every", self.log_every, f"must be at most steps={self.steps}")
+        for name in ("selected", "perturbed"):
+            bad = [a for a in getattr(self, name) if a not in DISCRETE]
+            if bad or len(set(getattr(self, name))) != len(getattr(self, name)):
+                _fail(name, getattr(self, name), f"distinct attribute names from {', '.join(DISCRETE)}")
+        if not self.selected:
+            _fail("selected", self.selected, "must name at least one attribute")
+        if not set(self.perturbed) < set(self.selected):
+            _fail("perturbed", self.perturbed, f"must be a proper subset of selected={self.selected}")
+        if not 0.0 <= self.p_change <= 1.0:
+            _fail("p_change", self.p_change, "must be a probability in [0, 1]")
+        if self.encoding_size is not None and not 1 <= self.encoding_size <= len(DISCRETE):
+            _fail("encoding_size", self.encoding_size, f"must be in 1..{len(DISCRETE)} or None")
+        if not self.channels or min(self.channels) < 1:
+            _fail("channels", self.channels, "comma-separated positive integers")
+        if self.schedule not in SCHEDULES:
+            _fail("schedule", self.schedule, f"allowed: {', '.join(SCHEDULES)}")
+        for name in ("lr", "tau", "clip_norm"):
+            if not getattr(self, name) > 0:
+                _fail(name, getattr(self, name), "must be > 0")
+
+    def scene(self) -> SceneConfig:
+        """The renderer's config."""
+        return SceneConfig(image_size=self.image_size, causal=self.causal)
+
+    def role(self, factor: str) -> str:
+        """unbiased, omitted or perturbed for attributes; specific for image- or text-only factors."""
+        if factor not in DISCRETE:
+            return "specific"
+        if factor not in self.selected:
+            return "omitted"
+        return "perturbed" if factor in self.perturbed else "unbiased"
+
+    @property
+    def n_unbiased(self) -> int:
+        """Attributes stated truthfully in every caption."""
+        return len(self.selected) - len(self.perturbed)
+
+    def to_static(self) -> ImageTextStatic:
+        """The shape-fixing half (all bias settings share it)."""
+        scene = self.scene()
+        return ImageTextStatic(
+            scene=scene, channels=tuple(self.channels), hidden=self.hidden, enc_dim=len(DISCRETE),
+            vocab_size=len(scene_vocab(scene)), max_len=caption_max_len(scene), batch=self.batch,
+            steps=self.steps, schedule=self.schedule, log_every=self.log_every, eval_fit=self.eval_fit,
+            eval_test=self.eval_test, probe_steps=self.probe_steps, probe_epochs=self.probe_epochs)
+
+    def to_params(self) -> ImageTextParams:
+        """The traced half."""
+        f = lambda v: np.asarray(v, np.float32)
+        size = self.encoding_size or max(self.n_unbiased, 2)
+        return ImageTextParams(
+            selected=f([a in self.selected for a in DISCRETE]),
+            perturbed=f([a in self.perturbed for a in DISCRETE]),
+            p_change=f(self.p_change), enc_mask=f(np.arange(len(DISCRETE)) < size), lr=f(self.lr),
+            tau=f(self.tau), clip_norm=f(self.clip_norm))
+
+    def to_dict(self) -> dict:
+        """Plain dict of the fields (for sweep.json)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def result_rows(self, res: RunResult) -> list[dict]:
+        """results.csv rows of one run: MCC for discrete factors, R² for continuous ones."""
+        rows = []
+        for e, enc in enumerate(("x", "t")):
+            for t, name in enumerate(TARGETS):
+                lin, nl = float(res.r2_linear[e, t]), float(res.r2_nonlinear[e, t])
+                discrete = name in LABELLED
+                rows.append({"encoder": enc, "factor": name, "role": self.role(name),
+                             "r2_linear": "" if discrete else lin, "r2_nonlinear": "" if discrete else nl,
+                             "mcc_linear": lin if discrete else "", "mcc_nonlinear": nl if discrete else ""})
+        return rows
+
