@@ -1,0 +1,8 @@
+"""Image–text study (SPEC A5): selection settings 1–5, {colour} → +shape → +size → +height → +background."""
+
+from mmjax.configs.image_text import image_text_experiment
+
+
+def get_experiment(scale: str, overrides: dict[str, str]):
+    """MCC of every factor from each encoder, for each of the five settings."""
+    return image_text_experiment("image_text_selection", "selection", scale, overrides)
