@@ -14,11 +14,3 @@ def get_config() -> ClipConfig:
         loss="clip", batch=64, steps=300, lr=1e-3, warmup_steps=30, weight_decay=0.05,
         log_every=10, eval_every=100, ckpt_every=100, keep=3,
     )
-
-
-def get_runlocal_config() -> ClipConfig:
-    """A few-step variant for smoke tests."""
-    import dataclasses
-
-    return dataclasses.replace(get_config(), num_train=256, num_eval=128, steps=20, warmup_steps=2,
-                               log_every=5, eval_every=10, ckpt_every=10)

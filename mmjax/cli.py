@@ -133,9 +133,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate the latest checkpoint of a workdir; writes eval.json there."""
+    from mmjax.data.tfds_io import DatasetError
     from mmjax.train.loop import evaluate_workdir
 
-    result = evaluate_workdir(Path(args.workdir))
+    try:
+        result = evaluate_workdir(Path(args.workdir))
+    except DatasetError as err:
+        raise ConfigError(str(err)) from None
     print(f"step {result['step']} of {args.workdir}:")
     _print_metrics(result)
     return 0

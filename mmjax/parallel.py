@@ -75,7 +75,10 @@ def distributed_settings(**flags: Any) -> dict[str, Any]:
         if value is None:
             continue
         if name in ("num_processes", "process_id"):
-            value = int(value)
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"{name}={value!r} is invalid: must be an integer ({env})") from None
         elif name == "local_devices":
             value = [int(v) for v in str(value).split(",")] if isinstance(value, str) else list(value)
         out[name] = value
@@ -98,7 +101,7 @@ def initialize_distributed(**flags: Any) -> bool:
         return False
     missing = [n for n in ("coordinator", "process_id") if n not in cfg]
     if missing:
-        raise ValueError(f"num_processes={cfg['num_processes']} needs {' and '.join(missing)} "
+        raise ConfigError(f"num_processes={cfg['num_processes']} needs {' and '.join(missing)} "
                          f"(flags or {', '.join(_ENV[m] for m in missing)})")
     # CPU processes need a collectives backend to talk to each other (accelerators bring their own).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -22,7 +22,7 @@ def test_single_process_needs_no_initialisation(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     assert parallel.initialize_distributed() is False
     assert parallel.initialize_distributed(num_processes=1) is False
-    with pytest.raises(ValueError, match="num_processes=2 needs coordinator and process_id"):
+    with pytest.raises(ConfigError, match="num_processes=2 needs coordinator and process_id"):
         parallel.initialize_distributed(num_processes=2)
 
 

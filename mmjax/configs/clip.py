@@ -85,8 +85,12 @@ class ClipConfig:
             _fail("batch", self.batch, "each accumulation micro-batch needs at least 2 pairs")
         if self.image_tower == "vit" and self.image_size % self.patch:
             _fail("patch", self.patch, f"must divide image_size={self.image_size}")
-        if self.width % self.heads:
+        if (self.image_tower == "vit" or self.text_tower == "transformer") and self.width % self.heads:
             _fail("heads", self.heads, f"must divide width={self.width}")
+        if self.max_len < 2:
+            _fail("max_len", self.max_len, "must be at least 2 (start and end-of-text tokens)")
+        if self.dataset == "generated" and self.num_train < self.batch:
+            _fail("num_train", self.num_train, f"must be at least batch={self.batch}")
 
     @property
     def two_views(self) -> bool:

@@ -22,7 +22,6 @@ class Checkpointer:
 
     def __init__(self, directory: str | Path, every: int, keep: int, async_save: bool = False):
         self.directory = Path(directory).absolute()
-        self.every = every
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, save_interval_steps=every, create=True,
             enable_async_checkpointing=async_save)
@@ -54,9 +53,14 @@ class Checkpointer:
                 out = self.manager.restore(step, args=args)
             except Exception as err:  # noqa: BLE001 - any unreadable step falls back to the previous one
                 first = str(err).splitlines()[0] if str(err) else type(err).__name__
+                # Set the step aside (not deleted: it may be worth inspecting) so that training can
+                # write this step again when it gets there.
+                aside = self.directory / f"{step}.unreadable"
+                (self.directory / str(step)).rename(aside)
+                self.manager.reload()
                 warnings.warn(f"checkpoint step {step} in {self.directory} could not be restored "
-                              f"({type(err).__name__}: {first[:200]}); falling back to an earlier step",
-                              stacklevel=2)
+                              f"({type(err).__name__}: {first[:200]}); moved it to {aside.name} and "
+                              f"fell back to an earlier step", stacklevel=2)
                 continue
             return step, out["state"], dict(out["record"])
         return None

@@ -24,7 +24,7 @@ from mmjax.configs.clip import ClipConfig
 from mmjax.data.augment import AugmentConfig, two_views
 from mmjax.data.pipeline import IMAGE_KEY, TOKENS_KEY
 from mmjax.eval import gap, probes, retrieval, zeroshot
-from mmjax.losses.contrastive import clip_loss, con_loss, siglip_loss, simclr_cosine_loss
+from mmjax.losses.contrastive import clamped_scale, clip_loss, con_loss, siglip_loss, simclr_cosine_loss
 from mmjax.models.two_tower import TwoTower, build_two_tower
 from mmjax.train.step import init_state, make_train_step
 
@@ -61,10 +61,11 @@ def make_loss(cfg: ClipConfig, model: TwoTower, mesh: Mesh) -> Callable:
             return clip_loss(*emb, scalars[0], axis_name=axis_name)
         if cfg.loss == "con":
             return con_loss(*emb, scalars[0], axis_name=axis_name)
+        # Every loss sees the scale clamped at 100, as CLIP's does.
         if cfg.loss == "siglip":
-            return siglip_loss(*emb, *scalars, axis_name=axis_name)
+            return siglip_loss(*emb, jnp.log(clamped_scale(scalars[0])), scalars[1], axis_name=axis_name)
         # SimCLR-style: the temperature is 1 / the learnable scale.
-        return simclr_cosine_loss(*emb, tau=1.0 / jnp.exp(scalars[0]), axis_name=axis_name)
+        return simclr_cosine_loss(*emb, tau=1.0 / clamped_scale(scalars[0]), axis_name=axis_name)
 
     sharded = parallel.sharded_loss(contrastive, mesh, n_emb, n_scalar)
 
@@ -102,11 +103,13 @@ class Trainer:
         return jax.eval_shape(self.init, jax.random.key(0))
 
 
-def make_trainer(cfg: ClipConfig, vocab_size: int, mesh: Mesh | None = None) -> Trainer:
+def make_trainer(cfg: ClipConfig, vocab_size: int, mesh: Mesh | None = None,
+                 for_training: bool = True) -> Trainer:
     """Model, optimiser and the jit-compiled (sharded, donated) init and train step of a config."""
     mesh = parallel.data_mesh() if mesh is None else mesh
-    parallel.check_batch_divisible(cfg.batch, mesh)
-    if cfg.accum_steps > 1:
+    if for_training:
+        parallel.check_batch_divisible(cfg.batch, mesh)
+    if for_training and cfg.accum_steps > 1:
         parallel.check_batch_divisible(cfg.batch // cfg.accum_steps, mesh, "batch / accum_steps")
     model = build_model(cfg, vocab_size)
     optimizer = make_optimizer(cfg)

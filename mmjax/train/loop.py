@@ -94,7 +94,8 @@ def load_data(cfg: ClipConfig, workdir: Path) -> Data:
         kwargs = {} if cfg.tokenizer == "word" else {"vocab_size": cfg.vocab_size}
         tokenizer = make_tokenizer(cfg.tokenizer, captions, **kwargs)
         if jax.process_index() == 0:
-            tokenizer.save(tok_path)
+            tokenizer.save(tok_path.with_suffix(".tmp"))
+            tok_path.with_suffix(".tmp").replace(tok_path)  # atomic: other hosts never read half a file
     evald = _model_arrays(eval_cols, tokenizer, cfg.max_len)
     probe = None
     if "label" in evald:
@@ -110,14 +111,20 @@ def load_data(cfg: ClipConfig, workdir: Path) -> Data:
 class MetricsLog:
     """metrics.jsonl plus TensorBoard events, written by process 0 only."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, start: int = 0):
         self.active = jax.process_index() == 0
         self.path = workdir / "metrics.jsonl"
         self.tb = None
         if self.active:
             from tensorboardX import SummaryWriter
 
-            self.tb = SummaryWriter(str(workdir / "tb"))
+            # A run killed between checkpoints logged steps it will now redo: drop them first.
+            if self.path.exists():
+                rows = self.path.read_text().splitlines()
+                kept = [r for r in rows if json.loads(r)["step"] <= start]
+                if len(kept) != len(rows):
+                    self.path.write_text("".join(r + "\n" for r in kept))
+            self.tb = SummaryWriter(str(workdir / "tb"), purge_step=start + 1 if start else None)
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         """Append one record and its scalars."""
@@ -140,11 +147,11 @@ def host_copy(tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
-def _check_config(workdir: Path, cfg: ClipConfig) -> None:
-    """Write config.json, or refuse to resume a workdir that was trained with another config."""
+def _check_config(workdir: Path, cfg: ClipConfig, resuming: bool) -> None:
+    """Write config.json, or refuse to resume a workdir whose checkpoints came from another config."""
     path = workdir / "config.json"
     current = dataclasses.asdict(cfg)
-    if path.exists():
+    if resuming and path.exists():
         stored = json.loads(path.read_text())
         diff = sorted(k for k in current if stored.get(k) != current[k] and k not in _RESUMABLE)
         if diff:
@@ -152,11 +159,12 @@ def _check_config(workdir: Path, cfg: ClipConfig) -> None:
             raise ConfigError(f"workdir {workdir} holds a run with {k}={stored.get(k)!r}, not "
                               f"{current[k]!r}: use a new --workdir (or the same config) to resume")
     if jax.process_index() == 0:
-        path.write_text(json.dumps(current, indent=1))
+        path.with_suffix(".tmp").write_text(json.dumps(current, indent=1))
+        path.with_suffix(".tmp").replace(path)
 
 
 # Fields that may change between a run and its resumption without changing what is computed.
-_RESUMABLE = {"log_every", "eval_every", "ckpt_every", "keep", "final_eval"}
+_RESUMABLE = {"log_every", "eval_every", "ckpt_every", "keep", "final_eval", "data_dir"}
 
 
 def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int | None = None,
@@ -168,12 +176,14 @@ def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int 
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _check_config(workdir, cfg)
+    resuming = (workdir / "checkpoints").is_dir() and any(
+        p.name.isdigit() for p in (workdir / "checkpoints").iterdir())
     data = load_data(cfg, workdir)
     trainer = trainer or make_trainer(cfg, data.tokenizer.vocab_size)
     local_batch = per_process_batch_size(cfg.batch)
     dataset = make_dataset(data.train, batch_size=local_batch, seed=cfg.seed, tokenizer=data.tokenizer,
                            max_len=cfg.max_len)
+    _check_config(workdir, cfg, resuming)  # after set-up succeeded, so bad input never locks a workdir
     ckpt = Checkpointer(workdir / "checkpoints", every=cfg.ckpt_every, keep=cfg.keep)
     restored = ckpt.restore_latest(trainer.abstract_state())
     if restored is None:
@@ -182,7 +192,7 @@ def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int 
         start, state, record = restored
         data_state = record["data"]
     iterator = make_iterator(dataset, state=data_state)
-    log = MetricsLog(workdir)
+    log = MetricsLog(workdir, start)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     pending: list[tuple[int, dict]] = []
     last_good = start if restored is not None else None
@@ -203,7 +213,8 @@ def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int 
     bar = tqdm(total=end, initial=start, desc="train", disable=not progress or jax.process_index() != 0)
     try:
         for step in range(start + 1, end + 1):
-            batch = parallel.global_batch(next(iterator), trainer.mesh)
+            local = next(iterator)
+            batch = parallel.global_batch({k: local[k] for k in (IMAGE_KEY, TOKENS_KEY)}, trainer.mesh)
             state, metrics = trainer.step(state, {IMAGE_KEY: batch[IMAGE_KEY], TOKENS_KEY: batch[TOKENS_KEY]})
             pending.append((step, metrics))
             bar.update(1)
@@ -236,11 +247,17 @@ def evaluate_workdir(workdir: str | Path) -> dict[str, Any]:
     path = workdir / "config.json"
     if not path.exists():
         raise ConfigError(f"--workdir {workdir} is invalid: no config.json (train there first)")
-    cfg = ClipConfig(**json.loads(path.read_text()))
+    try:
+        cfg = ClipConfig(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"--workdir {workdir}: config.json is unreadable ({err})") from None
     data = load_data(cfg, workdir)
-    trainer = make_trainer(cfg, data.tokenizer.vocab_size)
-    restored = Checkpointer(workdir / "checkpoints", every=cfg.ckpt_every, keep=cfg.keep).restore_latest(
-        trainer.abstract_state())
+    trainer = make_trainer(cfg, data.tokenizer.vocab_size, for_training=False)
+    ckpt = Checkpointer(workdir / "checkpoints", every=cfg.ckpt_every, keep=cfg.keep)
+    try:
+        restored = ckpt.restore_latest(trainer.abstract_state())
+    finally:
+        ckpt.close()
     if restored is None:
         raise ConfigError(f"--workdir {workdir} is invalid: no readable checkpoint under checkpoints/")
     step, state, _ = restored

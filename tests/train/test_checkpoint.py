@@ -50,3 +50,8 @@ def test_corrupted_latest_falls_back_with_warning(tmp_path):
         step, state, record = ckpt.restore_latest(abstract_like(_state(0.0)))
     assert step == 1 and record == {"pos": 1}
     jax.tree.map(np.testing.assert_array_equal, state, _state(1.0))
+    # Training resumed from step 1 can write step 2 again; the unreadable one is kept aside.
+    assert ckpt.save(2, _state(5.0), {"pos": 2}, force=True)
+    assert ckpt.steps() == [1, 2] and (tmp_path / "2.unreadable").is_dir()
+    restored = ckpt.restore_latest(abstract_like(_state(0.0)))[1]
+    jax.tree.map(np.testing.assert_array_equal, restored, _state(5.0))

@@ -101,6 +101,11 @@ def _losses(workdir) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rows}
 
 
+def _rows(workdir) -> list[tuple[int, float]]:
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["loss"]) for r in map(json.loads, lines)]
+
+
 def _loop_trainer(tmp_path):
     return make_trainer(LOOP, load_data(LOOP, tmp_path).tokenizer.vocab_size)
 
@@ -110,11 +115,14 @@ def test_resumed_run_is_bit_identical(tmp_path):
     full = train_and_evaluate(LOOP, tmp_path / "full", progress=False, trainer=trainer)
     first = train_and_evaluate(LOOP, tmp_path / "resumed", progress=False, trainer=trainer, stop_after=6)
     assert first["step"] == 6
+    # As if the run had logged step 7 and was then killed before its next checkpoint.
+    with (tmp_path / "resumed" / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 7, "loss": 123.0}) + "\n")
     resumed = train_and_evaluate(LOOP, tmp_path / "resumed", progress=False, trainer=trainer)
     assert resumed["step"] == 12
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed["state"]),
                  jax.device_get(full["state"]))
-    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "full")
+    assert _rows(tmp_path / "resumed") == _rows(tmp_path / "full")  # the redone step 7 logged once
     for key in ("zeroshot/top1", "i2t_R@1", "probe/linear", "gap/centroid_distance"):
         assert resumed[key] == full[key]
 
