@@ -81,9 +81,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     record["scale"] = args.scale
     report.write_json(record, out / "sweep.json")
     title = f"{experiment.name} ({args.scale}, {len(seeds)} seeds): seed-mean {experiment.metric_label}"
-    report.plot_heatmaps(rows, out / "heatmap.png", title)
+    label = f"{experiment.metric_label}, {{}} probe"
+    report.plot_heatmaps(rows, out / "heatmap.png", title, label=label.format("non-linear"))
     report.plot_heatmaps(rows, out / "heatmap_linear.png",
-                         title.replace("non-linear", "linear"), metric="r2_linear")
+                         title.replace("non-linear", "linear") if "non-linear" in title
+                         else f"{title}, linear probe", metric="r2_linear",
+                         label=label.format("linear"))
     failed = [j for j in record["jobs"].values() if j["status"] != "ok"]
     print(report.format_table(rows, "x"))
     print(f"wrote {out}/results.csv, sweep.json, heatmap.png in {record['total_seconds']:.0f} s;"

@@ -69,8 +69,9 @@ def seed_table(rows: list[dict], encoder: str, metric: str = "r2_nonlinear"):
     return factors, settings, mat
 
 
-def plot_heatmaps(rows: list[dict], path: Path, title: str, metric: str = "r2_nonlinear") -> None:
-    """One panel per encoder, cells annotated with the seed-mean R² (clipped at 0)."""
+def plot_heatmaps(rows: list[dict], path: Path, title: str, metric: str = "r2_nonlinear",
+                  label: str | None = None) -> None:
+    """One panel per encoder, cells annotated with the seed-mean score (clipped at 0)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,7 +95,7 @@ def plot_heatmaps(rows: list[dict], path: Path, title: str, metric: str = "r2_no
                     ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
                             color="black" if mat[i, j] > 0.6 else "white")
         ax.set_title(ENCODER_NAMES[enc], fontsize=9)
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label=metric.replace("_", " "))
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label=label or metric.replace("_", " "))
     fig.suptitle(title, fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
