@@ -25,10 +25,8 @@ a speed-up; on a GPU/TPU host with 8 devices the same ratio measures scaling.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
-import sys
 import time
 
 _COUNT_FLAG = "--xla_force_host_platform_device_count"
@@ -38,6 +36,7 @@ if _COUNT_FLAG not in os.environ.get("XLA_FLAGS", ""):
 import jax  # noqa: E402  (XLA_FLAGS must be set first)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from tables import fmt, table  # noqa: E402  (benchmarks/tables.py; this folder is on sys.path)
 
 from mmjax import parallel  # noqa: E402
 from mmjax.configs.clip import ClipConfig  # noqa: E402
@@ -50,34 +49,6 @@ MiB = 2.0 ** 20
 
 # --------------------------------------------------------------------------------------------
 # formatting
-
-
-def table(title: str, headers: list[str], rows: list[list], notes: list[str] = ()) -> None:
-    """Print a plain-text table with right-aligned columns (first column left-aligned)."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-
-    def line(r):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-
-    print(f"\n{title}")
-    print(line(cells[0]))
-    print("  ".join("-" * w for w in widths))
-    for r in cells[1:]:
-        print(line(r))
-    for n in notes:
-        print(f"  {n}")
-    sys.stdout.flush()
-
-
-def fmt(x: float | None, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "—"
-    if x == 0:
-        return "0"
-    mag = math.floor(math.log10(abs(x)))
-    return f"{x:.{max(0, digits - 1 - mag)}f}"
 
 
 def load() -> str:

@@ -18,7 +18,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from mmjax.configs.common import ConfigError
+from mmjax.configs.common import ConfigError, parse_sets
 from mmjax.configs.synthetic import SCALES
 from mmjax.data.cli_data import add_data_parser
 
@@ -43,17 +43,6 @@ def load_experiment_module(path: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def parse_sets(pairs: list[str]) -> dict[str, str]:
-    """`field=value` strings to a dict, failing on a malformed one."""
-    out = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--set {pair!r} is invalid: expected field=value")
-        out[name.strip()] = value
-    return out
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -14,6 +14,17 @@ def _fail(name: str, value, allowed: str) -> typing.NoReturn:
     raise ConfigError(f"{name}={value!r} is invalid: {allowed}")
 
 
+def parse_sets(pairs: list[str]) -> dict[str, str]:
+    """`field=value` strings to a dict, failing on a malformed one."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set {pair!r} is invalid: expected field=value")
+        out[name.strip()] = value
+    return out
+
+
 def parse_value(name: str, raw: str, annotation: str):
     """Parse a --set string for field `name` given its type annotation (as a string)."""
     text = raw.strip()

@@ -14,19 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmjax.configs.common import ConfigError
+from mmjax.configs.common import ConfigError, parse_sets
 
 DATASETS = ("scenes",)
-
-
-def _parse_sets(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--set {pair!r} is invalid: expected field=value")
-        out[name.strip()] = value
-    return out
 
 
 def scene_config_from_args(args: argparse.Namespace):
@@ -40,7 +30,7 @@ def scene_config_from_args(args: argparse.Namespace):
         if args.num < 1:
             raise ConfigError(f"--num={args.num} is invalid: must be a positive integer")
         cfg = dataclasses.replace(cfg, num_train=args.num, num_test=max(args.num // 4, 1))
-    return parse_scene_overrides(cfg, _parse_sets(args.set or []))
+    return parse_scene_overrides(cfg, parse_sets(args.set or []))
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:

@@ -52,8 +52,8 @@ def ood_shift(key: Array, s: Array, shifted_dims: tuple[int, ...] = (8, 9),
 
 
 def fit_mlp_probe(key: Array, x: Array, y: Array, out_dim: int, classify: bool,
-                  steps: int = 500, hidden: int = 100, lr: float = 1e-3):
-    """Full-batch Adam on a d -> hidden ReLU -> out_dim MLP; returns a predict function's params."""
+                  steps: int = 500, hidden: int = 100, lr: float = 1e-3, l2: float = 0.0):
+    """Full-batch Adam on a d -> hidden ReLU -> out_dim MLP (optional L2 on the weights); its params."""
     k1, k2 = jax.random.split(key)
     d = x.shape[1]
     params = {"w1": jax.random.normal(k1, (d, hidden)) * jnp.sqrt(2.0 / d), "b1": jnp.zeros(hidden),
@@ -62,9 +62,10 @@ def fit_mlp_probe(key: Array, x: Array, y: Array, out_dim: int, classify: bool,
 
     def loss(p):
         out = mlp_apply(p, x)
+        penalty = 0.5 * l2 * (jnp.sum(p["w1"] ** 2) + jnp.sum(p["w2"] ** 2))
         if classify:
-            return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
-        return jnp.mean((out[:, 0] - y) ** 2)
+            return optax.softmax_cross_entropy_with_integer_labels(out, y).mean() + penalty
+        return jnp.mean((out[:, 0] - y) ** 2) + penalty
 
     opt = optax.adam(lr)
 

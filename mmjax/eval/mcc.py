@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
+from mmjax.eval.downstream import fit_mlp_probe, mlp_apply
 from mmjax.eval.identifiability import standardize
 from mmjax.eval.probes import _logits, fit_logistic_regression
 
@@ -38,25 +38,6 @@ def mlp_mcc(key, x_fit, y_fit, x_test, y_test, n_classes: int, hidden: int = 100
             lr: float = 1e-2, l2: float = 1e-4) -> Array:
     """Test MCC of a one-hidden-layer ReLU classifier trained full batch with Adam."""
     x_fit, x_test = standardize(x_fit, x_test)
-    k1, k2 = jax.random.split(key)
-    d = x_fit.shape[1]
-    params = {"w1": jax.random.normal(k1, (d, hidden)) * jnp.sqrt(2.0 / d), "b1": jnp.zeros(hidden),
-              "w2": jax.random.normal(k2, (hidden, n_classes)) * jnp.sqrt(1.0 / hidden),
-              "b2": jnp.zeros(n_classes)}
-    apply = lambda p, x: jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
-    targets = jax.nn.one_hot(y_fit, n_classes)
-
-    def loss(p):
-        ce = -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(apply(p, x_fit)), -1))
-        return ce + 0.5 * l2 * (jnp.sum(p["w1"] ** 2) + jnp.sum(p["w2"] ** 2))
-
-    opt = optax.adam(lr)
-
-    def step(carry, _):
-        p, s = carry
-        g = jax.grad(loss)(p)
-        u, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, u), s), None
-
-    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-    return mcc(y_test, jnp.argmax(apply(params, x_test), -1), n_classes)
+    params = fit_mlp_probe(key, x_fit, y_fit, n_classes, classify=True, steps=steps, hidden=hidden, lr=lr,
+                           l2=l2)
+    return mcc(y_test, jnp.argmax(mlp_apply(params, x_test), -1), n_classes)
