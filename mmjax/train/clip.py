@@ -10,6 +10,7 @@ created replicated (`jit(init, out_shardings=...)`) and donated to each step. Pe
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -136,16 +137,26 @@ def make_trainer(cfg: ClipConfig, vocab_size: int, mesh: Mesh | None = None,
                                 donate_argnums=0))
 
 
+@functools.lru_cache(maxsize=8)
+def _encoders(model: TwoTower) -> tuple[Callable, Callable]:
+    """Jitted image and text encoders of a model, built once per model (modules hash by value)."""
+    return (jax.jit(lambda v, x: model.apply(v, x, method=TwoTower.encode_image)),
+            jax.jit(lambda v, x: model.apply(v, x, method=TwoTower.encode_text)))
+
+
 def embed_all(model: TwoTower, variables: Any, images: np.ndarray | None, tokens: np.ndarray | None,
               batch: int = 256) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Unit-norm image and text embeddings of whole arrays, `batch` rows at a time."""
-    enc_i = jax.jit(lambda v, x: model.apply(v, x, method=TwoTower.encode_image))
-    enc_t = jax.jit(lambda v, x: model.apply(v, x, method=TwoTower.encode_text))
+    enc_i, enc_t = _encoders(model)
+    variables = jax.device_put(variables)  # once, not once per batch
 
     def run(fn, x):
         if x is None:
             return None
-        return np.concatenate([np.asarray(fn(variables, x[i: i + batch])) for i in range(0, len(x), batch)])
+        # Pad the last batch to full size, so every call has one shape and compiles once.
+        padded = np.concatenate([x, np.repeat(x[-1:], -len(x) % batch, 0)]) if len(x) > batch else x
+        out = [np.asarray(fn(variables, padded[i: i + batch])) for i in range(0, len(padded), batch)]
+        return np.concatenate(out)[: len(x)]
 
     return run(enc_i, images), run(enc_t, tokens)
 
