@@ -93,6 +93,7 @@ def make_image_text_run(static: ImageTextStatic):
         return factors, render(factors, scene), tokens
 
     def embed(p, images: Array, tokens: Array, mask: Array) -> tuple[Array, Array]:
+        """Masked image and text encodings (the encoding size is the mask's count)."""
         return enc_x.apply(p["x"], images) * mask, enc_t.apply(p["t"], tokens) * mask
 
     def loss_fn(p, key: Array, params: ImageTextParams):
@@ -104,6 +105,7 @@ def make_image_text_run(static: ImageTextStatic):
         return adam_clipped(params.lr, params.clip_norm, static.steps, static.schedule)
 
     def train(params: ImageTextParams, key: Array):
+        """Train both encoders on freshly rendered batches; returns (encoder params, loss per step)."""
         k_x, k_t, k_steps = jax.random.split(key, 3)
         p = {"x": enc_x.init(k_x, jnp.zeros((1, scene.image_size, scene.image_size, 3))),
              "t": enc_t.init(k_t, jnp.zeros((1, static.max_len), jnp.int32))}
@@ -113,6 +115,7 @@ def make_image_text_run(static: ImageTextStatic):
         return state.params, metrics["loss"]
 
     def evaluate(p, params: ImageTextParams, key: Array) -> tuple[Array, Array]:
+        """Linear and non-linear probe scores, (2 encoders, len(TARGETS)) each, on fresh scenes."""
         k_data, k_probe = jax.random.split(key)
         n = static.eval_fit + static.eval_test
         factors, images, tokens = draw(k_data, n, params)

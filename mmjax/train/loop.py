@@ -215,7 +215,7 @@ def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int 
         for step in range(start + 1, end + 1):
             local = next(iterator)
             batch = parallel.global_batch({k: local[k] for k in (IMAGE_KEY, TOKENS_KEY)}, trainer.mesh)
-            state, metrics = trainer.step(state, {IMAGE_KEY: batch[IMAGE_KEY], TOKENS_KEY: batch[TOKENS_KEY]})
+            state, metrics = trainer.step(state, batch)
             pending.append((step, metrics))
             bar.update(1)
             is_eval = step % cfg.eval_every == 0 or (step == cfg.steps and cfg.final_eval)
