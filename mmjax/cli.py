@@ -110,13 +110,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a two-tower model (resuming the workdir's latest checkpoint) and evaluate it."""
     _distributed(args)
     from mmjax.data.tfds_io import DatasetError
-    from mmjax.train.loop import TrainingDiverged, train_and_evaluate
+    from mmjax.train.loop import ResumeMismatch, TrainingDiverged, train_and_evaluate
 
     cfg = load_train_config(args.config, parse_sets(args.set or []))
     workdir = Path(args.workdir or f"runs/{Path(args.config).stem}")
     try:
         result = train_and_evaluate(cfg, workdir)
-    except (DatasetError, TrainingDiverged) as err:
+    except (DatasetError, TrainingDiverged, ResumeMismatch) as err:
         raise ConfigError(str(err)) from None
     print(f"step {result['step']}: metrics in {workdir}/metrics.jsonl, checkpoints in {workdir}/checkpoints")
     _print_metrics(result)

@@ -45,6 +45,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left in place."""
 
 
+class ResumeMismatch(RuntimeError):
+    """The processes of a multi-host run restored different checkpoint steps."""
+
+
 @dataclasses.dataclass
 class Data:
     """Training source, evaluation arrays and the tokenizer of a run."""
@@ -191,6 +195,15 @@ def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int 
     else:
         start, state, record = restored
         data_state = record["data"]
+    if jax.process_count() > 1:
+        # Every host must continue from the same step; one that could not read the newest checkpoint
+        # would otherwise train a different model and hang at the next collective.
+        from jax.experimental import multihost_utils
+
+        starts = np.asarray(multihost_utils.process_allgather(np.int32(start)))
+        if not (starts == start).all():
+            raise ResumeMismatch(f"hosts restored different checkpoint steps {starts.tolist()} from "
+                                   f"{ckpt.directory}: make every host read the same checkpoint directory")
     iterator = make_iterator(dataset, state=data_state)
     log = MetricsLog(workdir, start)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
