@@ -18,8 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mmjax.configs.synthetic import SyntheticConfig
 from mmjax.eval.downstream import METRICS
-from mmjax.latent.simulator import make_world
-from mmjax.train.synthetic import RunResult, RunStatic, make_run, target_names
+from mmjax.train.synthetic import RunResult, RunStatic, target_names
 
 
 @dataclass(frozen=True)
@@ -90,13 +89,11 @@ class Runner:
         self.chunk_size = chunk_size
         self.mesh = mesh
         # Any static config with build_run() / draw_world(key) can be swept (synthetic latents,
-        # rendered image-text scenes); the numeric study's RunStatic is the default.
-        static = group.static
-        self.run = static.build_run() if hasattr(static, "build_run") else make_run(static)
-        draw = static.draw_world if hasattr(static, "draw_world") else (lambda k: make_world(k, static.shape))
+        # rendered image-text scenes).
+        self.run = group.static.build_run()
         shard = NamedSharding(mesh, PartitionSpec("sweep"))
         self._fn = jax.jit(jax.vmap(self.run), in_shardings=shard, out_shardings=shard)
-        self._world = jax.jit(jax.vmap(draw))
+        self._world = jax.jit(jax.vmap(group.static.draw_world))
         self._worlds: dict[int, object] = {}
         self.compile_seconds = 0.0
         self.run_seconds = 0.0

@@ -15,7 +15,7 @@ from jax import lax
 
 from mmjax.eval import downstream
 from mmjax.eval import identifiability as ident
-from mmjax.latent.simulator import Bias, LatentShape, World, observe_image, sample
+from mmjax.latent.simulator import Bias, LatentShape, World, make_world, observe_image, sample
 from mmjax.losses.contrastive import lp_simclr_loss, simclr_cosine_loss
 from mmjax.models.mlp import MLP
 from mmjax.train.step import adam_clipped, init_state, make_train_step
@@ -50,6 +50,14 @@ class RunStatic:
     eval_tilde: bool = True
     swap_batches: bool = False
     eval_kind: str = "identifiability"
+
+    def build_run(self):
+        """The pure run function of this static config (what the sweep vmaps)."""
+        return make_run(self)
+
+    def draw_world(self, key: Array) -> World:
+        """The per-seed world (covariances, DAG, mixings) shared by every setting of a seed."""
+        return make_world(key, self.shape)
 
 
 class RunParams(NamedTuple):
