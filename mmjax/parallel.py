@@ -58,7 +58,8 @@ def sharded_loss(loss: Callable[..., jax.Array], mesh: Mesh, n_sharded: int, n_r
                  axis: str = DATA_AXIS) -> Callable[..., jax.Array]:
     """Wrap `loss(*sharded, *replicated, axis_name=...)` in shard_map: batch args split, scalars shared.
 
-    The loss must reduce with `lax.pmean` over `axis_name`, so its value is the same on every device.
+    Each argument may be a pytree (every leaf of a sharded one is split along its leading axis). The loss
+    must reduce with `lax.pmean` over `axis_name`, so every output leaf is the same on every device.
     """
     fn = functools.partial(loss, axis_name=axis)
     specs = (P(axis),) * n_sharded + (P(),) * n_replicated

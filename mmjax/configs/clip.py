@@ -13,19 +13,22 @@ TOKENIZERS = ("word", "bpe", "wordpiece")
 DTYPES = ("float32", "bfloat16")
 POOLS_IMAGE = ("cls", "mean")
 POOLS_TEXT = ("eot", "mean")
+IN_MEMORY = ("generated", "scenes")  # datasets made in memory; any other name is a tfds dataset
 
 
 @dataclass(frozen=True)
 class ClipConfig:
     """Data, model, loss, optimiser and loop settings of one two-tower training run."""
 
-    # data: "generated" (coloured shapes made in memory) or a tfds dataset stored under data_dir
+    # data: "generated" (coloured shapes made in memory), "scenes" (the procedural scenes of
+    # mmjax.data.scenes rendered in memory, every attribute named: zero-shot and probes per attribute)
+    # or a tfds dataset stored under data_dir
     dataset: str = "generated"
     data_dir: str | None = None
     train_split: str = "train"
     eval_split: str = "test"
-    num_train: int = 4096  # generated data only
-    num_eval: int = 512  # generated data only; for tfds the first num_eval rows of eval_split
+    num_train: int = 4096  # generated and scenes data only
+    num_eval: int = 512  # generated and scenes: made in memory; for tfds the first num_eval rows of eval_split
     image_size: int = 32
     max_len: int = 16
     tokenizer: str = "word"
@@ -53,6 +56,15 @@ class ClipConfig:
     clip_norm: float = 1.0
     accum_steps: int = 1
     seed: int = 0
+    # latent-modality-structure regularizers (SPEC B3), each added to the loss with its weight (0 = off);
+    # any of them turns on a second augmented view of every example
+    sep_weight: float = 0.0  # L_Sep: independent heads, orthogonality + in-modal InfoNCE + uniformity
+    sep_tau: float = 0.1  # temperature of L_Sep's in-modal InfoNCE on the independent features
+    br_weight: float = 0.0  # L_Br: augmented image feature pulled to the image-text bridge point
+    br_t: float = 0.25  # bridge position (weight of the image feature) unless br_sample_t
+    br_sample_t: bool = False  # draw t ~ U(0, 1) per example
+    br_stop_gradient: bool = False  # no gradient through the bridge point
+    gc_weight: float = 0.0  # L_GC + L^a_GC (inner weights 0.25 each, as CyCLIP)
     # loop
     log_every: int = 10
     eval_every: int = 100
@@ -75,8 +87,13 @@ class ClipConfig:
         for name in ("lr", "clip_norm"):
             if not getattr(self, name) > 0:
                 _fail(name, getattr(self, name), "must be > 0")
-        if self.weight_decay < 0:
-            _fail("weight_decay", self.weight_decay, "must be >= 0")
+        for name in ("weight_decay", "sep_weight", "br_weight", "gc_weight"):
+            if not getattr(self, name) >= 0:
+                _fail(name, getattr(self, name), "must be >= 0")
+        if not self.sep_tau > 0:
+            _fail("sep_tau", self.sep_tau, "must be > 0")
+        if not 0 < self.br_t < 1:
+            _fail("br_t", self.br_t, "must be in (0, 1)")
         if not 0 <= self.warmup_steps < self.steps:
             _fail("warmup_steps", self.warmup_steps, f"must be in 0..steps-1={self.steps - 1}")
         if self.batch % self.accum_steps:
@@ -89,13 +106,23 @@ class ClipConfig:
             _fail("heads", self.heads, f"must divide width={self.width}")
         if self.max_len < 2:
             _fail("max_len", self.max_len, "must be at least 2 (start and end-of-text tokens)")
-        if self.dataset == "generated" and self.num_train < self.batch:
+        if self.dataset in IN_MEMORY and self.num_train < self.batch:
             _fail("num_train", self.num_train, f"must be at least batch={self.batch}")
 
     @property
+    def regularizers(self) -> tuple[str, ...]:
+        """The structure regularizers switched on: a subset of ("sep", "br", "gc") in that order."""
+        return tuple(r for r in ("sep", "br", "gc") if getattr(self, f"{r}_weight") > 0)
+
+    @property
     def two_views(self) -> bool:
-        """Whether each step needs a second augmented view of every example."""
-        return self.loss == "con" or self.augment
+        """Whether each step sees a second augmented view of every example."""
+        return self.loss == "con" or self.augment or bool(self.regularizers)
+
+    @property
+    def embeds_second_view(self) -> bool:
+        """Whether the loss needs the embeddings of the second view (not only augmented inputs)."""
+        return self.loss == "con" or bool(self.regularizers)
 
     def image_kwargs(self) -> dict:
         """Keyword arguments of the image tower."""

@@ -298,3 +298,36 @@ def load_scene_config(name: str = "scenes", data_dir: str | Path = "data") -> Sc
         return SceneDataConfig.from_json(json.loads(path.read_text())["config"])
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ConfigError(f"scene config {path} is malformed: {err!r}") from None
+
+
+# ------------------------------------------------------------------------------------------------ in memory
+# Zero-shot prompts per attribute: caption fragments around the value word, so every prompt word is in a
+# vocabulary built from the captions.
+ATTRIBUTE_PROMPTS = {
+    "colour": ("is {}", "with {} colour"),
+    "shape": ("a {}", "the {}"),
+    "size": ("of {} size", "and {}"),
+    "height": ("at {} height", "placed {}"),
+    "background": ("on a {} background", "in front of a {} wall"),
+}
+
+
+def scene_arrays(num_train: int, num_test: int, image_size: int = 32, seed: int = 0,
+                 chunk_size: int = 1024) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Train and test columns of unbiased scenes (every attribute named), rendered in memory.
+
+    Columns as in a built dataset: `image` uint8, `caption`, the factors and the bias record.
+    """
+    cfg = SceneDataConfig(scene=SceneConfig(image_size=image_size), seed=seed, num_train=num_train,
+                          num_test=num_test)
+
+    def split(name: str) -> dict[str, np.ndarray]:
+        chunks = list(iter_chunks(cfg, name, chunk_size))
+        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+    return split("train"), split("test")
+
+
+def attribute_tasks(scene: SceneConfig = SceneConfig()) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Zero-shot tasks of the scenes: attribute → (class names in label order, prompt templates)."""
+    return {f: (scene.values(f), ATTRIBUTE_PROMPTS[f]) for f in DISCRETE}

@@ -29,6 +29,8 @@ def l2_normalize(x: Array, eps: float = 1e-12) -> Array:
 class TwoTower(nn.Module):
     """Image tower + text tower, each followed by a bias-free linear head to `embed_dim`, L2-normalised.
 
+    With `independent_heads` each tower gets a second linear head, giving the "independent" feature of
+    deep feature separation (SPEC B3) beside the shared one (`img_ind`, `txt_ind` in the output).
     `logit_scale` is a log-scale temperature parameter (init log(1/0.07)), clamped to `max_logit_scale`
     (log 100) where used; `logit_bias` (init -10) is the SigLIP bias. Projections and normalisation run
     in float32 whatever the towers' compute dtype, so losses see float32 embeddings.
@@ -40,10 +42,14 @@ class TwoTower(nn.Module):
     init_logit_scale: float = math.log(1 / 0.07)
     max_logit_scale: float = math.log(100.0)
     init_logit_bias: float = -10.0
+    independent_heads: bool = False
 
     def setup(self) -> None:
         self.image_proj = nn.Dense(self.embed_dim, use_bias=False)
         self.text_proj = nn.Dense(self.embed_dim, use_bias=False)
+        if self.independent_heads:
+            self.image_ind_proj = nn.Dense(self.embed_dim, use_bias=False)
+            self.text_ind_proj = nn.Dense(self.embed_dim, use_bias=False)
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(self.init_logit_scale), ())
         self.logit_bias = self.param("logit_bias", nn.initializers.constant(self.init_logit_bias), ())
 
@@ -60,14 +66,21 @@ class TwoTower(nn.Module):
         return jnp.exp(jnp.minimum(self.logit_scale, self.max_logit_scale)), self.logit_bias
 
     def __call__(self, images: Array, tokens: Array) -> dict[str, Array]:
-        """Embed a batch of pairs: dict(img, txt, logit_scale (clamped exp-scale), logit_bias)."""
+        """Embed a batch of pairs: dict(img, txt, logit_scale (clamped exp-scale), logit_bias), plus
+        img_ind and txt_ind (unit-norm independent features) with `independent_heads`."""
         scale, bias = self.temperature()
-        return {
-            "img": self.encode_image(images),
-            "txt": self.encode_text(tokens),
+        img_h = self.image_tower(images).astype(jnp.float32)
+        txt_h = self.text_tower(tokens).astype(jnp.float32)
+        out = {
+            "img": l2_normalize(self.image_proj(img_h)),
+            "txt": l2_normalize(self.text_proj(txt_h)),
             "logit_scale": scale,
             "logit_bias": bias,
         }
+        if self.independent_heads:
+            out["img_ind"] = l2_normalize(self.image_ind_proj(img_h))
+            out["txt_ind"] = l2_normalize(self.text_ind_proj(txt_h))
+        return out
 
 
 def _make(

@@ -25,6 +25,7 @@ from mmjax.configs.clip import ClipConfig
 from mmjax.data.augment import AugmentConfig, two_views
 from mmjax.data.pipeline import IMAGE_KEY, TOKENS_KEY
 from mmjax.eval import gap, probes, retrieval, zeroshot
+from mmjax.losses import structure
 from mmjax.losses.contrastive import clamped_scale, clip_loss, con_loss, siglip_loss, simclr_cosine_loss
 from mmjax.models.two_tower import TwoTower, build_two_tower
 from mmjax.train.step import init_state, make_train_step
@@ -39,7 +40,7 @@ def build_model(cfg: ClipConfig, vocab_size: int) -> TwoTower:
     return build_two_tower(cfg.image_tower, cfg.text_tower,
                            image_kwargs={**cfg.image_kwargs(), "dtype": dtype},
                            text_kwargs={**cfg.text_kwargs(vocab_size), "dtype": dtype},
-                           embed_dim=cfg.embed_dim)
+                           embed_dim=cfg.embed_dim, independent_heads=cfg.sep_weight > 0)
 
 
 def make_optimizer(cfg: ClipConfig) -> optax.GradientTransformation:
@@ -50,40 +51,69 @@ def make_optimizer(cfg: ClipConfig) -> optax.GradientTransformation:
                        optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=decay_mask))
 
 
-def make_loss(cfg: ClipConfig, model: TwoTower, mesh: Mesh) -> Callable:
-    """`loss(variables, key, images, tokens) -> (loss, aux)` with the contrastive term in shard_map."""
-    aug = AugmentConfig()
-    n_emb = 4 if cfg.loss == "con" else 2
-    n_scalar = {"clip": 1, "con": 1, "siglip": 2, "simclr": 1}[cfg.loss]
+def make_objective(cfg: ClipConfig) -> Callable:
+    """`objective(emb, scalars, axis_name=None) -> (loss, terms)`: the contrastive loss of `cfg.loss`
+    plus each weighted structure regularizer, on the local rows of a batch.
 
-    def contrastive(*args, axis_name=None):
-        emb, scalars = args[:n_emb], args[n_emb:]
+    `emb` holds `img`, `txt` (first view) and, when `cfg.embeds_second_view`, `img_aug`, `txt_aug`; with
+    L_Sep also `img_ind`, `txt_ind`, `img_ind_aug`, `txt_ind_aug`. `scalars` holds `log_scale`,
+    `logit_bias` and `key` (raw key data, for a sampled bridge position). `terms` has each weighted
+    regularizer's unweighted value under `reg/<name>` and the contrastive loss under `reg/contrastive`.
+    """
+
+    def objective(emb: Mapping[str, Array], scalars: Mapping[str, Array], axis_name: str | None = None):
+        img, txt, log_scale = emb["img"], emb["txt"], scalars["log_scale"]
         if cfg.loss == "clip":
-            return clip_loss(*emb, scalars[0], axis_name=axis_name)
-        if cfg.loss == "con":
-            return con_loss(*emb, scalars[0], axis_name=axis_name)
-        # Every loss sees the scale clamped at 100, as CLIP's does.
-        if cfg.loss == "siglip":
-            return siglip_loss(*emb, jnp.log(clamped_scale(scalars[0])), scalars[1], axis_name=axis_name)
-        # SimCLR-style: the temperature is 1 / the learnable scale.
-        return simclr_cosine_loss(*emb, tau=1.0 / clamped_scale(scalars[0]), axis_name=axis_name)
+            loss = clip_loss(img, txt, log_scale, axis_name=axis_name)
+        elif cfg.loss == "con":
+            loss = con_loss(img, txt, emb["img_aug"], emb["txt_aug"], log_scale, axis_name=axis_name)
+        elif cfg.loss == "siglip":  # every loss sees the scale clamped at 100, as CLIP's does
+            loss = siglip_loss(img, txt, jnp.log(clamped_scale(log_scale)), scalars["logit_bias"],
+                               axis_name=axis_name)
+        else:  # SimCLR-style: the temperature is 1 / the learnable scale
+            loss = simclr_cosine_loss(img, txt, tau=1.0 / clamped_scale(log_scale), axis_name=axis_name)
+        if not cfg.regularizers:
+            return loss, {}
+        terms = {"reg/contrastive": loss}
+        if cfg.sep_weight > 0:
+            terms["reg/sep"], _ = structure.sep_loss(
+                img, txt, emb["img_ind"], emb["txt_ind"], emb["img_ind_aug"], emb["txt_ind_aug"],
+                tau=cfg.sep_tau, axis_name=axis_name)
+        if cfg.br_weight > 0:
+            key = jax.random.wrap_key_data(scalars["key"]) if cfg.br_sample_t else None
+            terms["reg/br"] = structure.bridge_loss(img, txt, emb["img_aug"], t=cfg.br_t, key=key,
+                                                    stop_gradient_bridge=cfg.br_stop_gradient,
+                                                    axis_name=axis_name)
+        if cfg.gc_weight > 0:
+            terms["reg/gc"], _ = structure.gc_loss(img, txt, emb["img_aug"], emb["txt_aug"],
+                                                   axis_name=axis_name)
+        total = loss + sum(getattr(cfg, f"{r}_weight") * terms[f"reg/{r}"] for r in cfg.regularizers)
+        return total, terms
 
-    sharded = parallel.sharded_loss(contrastive, mesh, n_emb, n_scalar)
+    return objective
+
+
+def make_loss(cfg: ClipConfig, model: TwoTower, mesh: Mesh) -> Callable:
+    """`loss(variables, key, images, tokens) -> (loss, aux)` with the whole objective in shard_map."""
+    aug = AugmentConfig()
+    sharded = parallel.sharded_loss(make_objective(cfg), mesh, n_sharded=1, n_replicated=1)
 
     def loss_fn(variables: Any, key: Array, images: Array, tokens: Array):
+        k_aug, k_loss = jax.random.split(key)
         if cfg.two_views:
-            (img_a, img_b), (tok_a, tok_b) = two_views(key, images, tokens, aug)
+            (img_a, img_b), (tok_a, tok_b) = two_views(k_aug, images, tokens, aug)
         else:
             img_a, tok_a = images, tokens
         out = model.apply(variables, img_a, tok_a)
-        emb = [out["img"], out["txt"]]
-        if cfg.loss == "con":
+        emb = {k: out[k] for k in ("img", "txt", "img_ind", "txt_ind") if k in out}
+        if cfg.embeds_second_view:
             out_b = model.apply(variables, img_b, tok_b)
-            emb += [out_b["img"], out_b["txt"]]
-        log_scale = variables["params"]["logit_scale"]
-        scalars = [log_scale, variables["params"]["logit_bias"]] if cfg.loss == "siglip" else [log_scale]
-        loss = sharded(*emb, *scalars)
-        return loss, {"logit_scale": out["logit_scale"]}
+            emb.update({f"{k}_aug": out_b[k] for k in ("img", "txt", "img_ind", "txt_ind") if k in out_b})
+        params = variables["params"]
+        scalars = {"log_scale": params["logit_scale"], "logit_bias": params["logit_bias"],
+                   "key": jax.random.key_data(k_loss)}
+        loss, terms = sharded(emb, scalars)
+        return loss, {"logit_scale": out["logit_scale"], **terms}
 
     return loss_fn
 
@@ -162,28 +192,34 @@ def embed_all(model: TwoTower, variables: Any, images: np.ndarray | None, tokens
 
 
 def evaluate(model: TwoTower, variables: Any, eval_data: Mapping[str, np.ndarray],
-             probe_data: Mapping[str, np.ndarray] | None = None, class_prompts: np.ndarray | None = None,
-             shots: int = 5, seed: int = 0) -> dict[str, float]:
-    """Retrieval R@1/5/10, modality-gap metrics, and (with labels) zero-shot and linear/k-shot probes.
+             probe_data: Mapping[str, np.ndarray] | None = None,
+             tasks: Mapping[str, np.ndarray | None] | None = None, shots: int = 5,
+             seed: int = 0) -> dict[str, float]:
+    """Retrieval R@1/5/10, modality-gap metrics, and per labelled task zero-shot and linear/k-shot probes.
 
-    `class_prompts` are tokenized prompts of shape (n_classes, n_templates, L); `probe_data` (images,
-    labels) is the probes' training split.
+    `tasks` maps a label column of `eval_data` (and `probe_data`, the probes' training split) to its
+    tokenized prompts (n_classes, n_templates, L), or to None for probes only. The task "label" reports
+    as `zeroshot/top1`, `probe/linear`, ...; any other task `t` as `zeroshot/t/top1`, `probe/t/linear`.
     """
     img, txt = embed_all(model, variables, eval_data[IMAGE_KEY], eval_data[TOKENS_KEY])
     out = {k: float(v) for k, v in retrieval.retrieval_recall(img, txt).items()}
     out.update({f"gap/{k}": float(v) for k, v in gap.gap_metrics(img, txt).items()})
-    labels = eval_data.get("label")
-    if labels is not None and class_prompts is not None:
-        n_cls, n_tpl, length = class_prompts.shape
-        _, prompt_emb = embed_all(model, variables, None, class_prompts.reshape(-1, length))
-        classes = zeroshot.class_embeddings(prompt_emb.reshape(n_cls, n_tpl, -1))
-        acc = zeroshot.zero_shot_accuracy(img, classes, labels, topk=(1, 5))
-        out.update({f"zeroshot/{k}": float(v) for k, v in acc.items()})
-    if labels is not None and probe_data is not None:
-        n_cls = int(max(labels.max(), probe_data["label"].max())) + 1
-        train_img, _ = embed_all(model, variables, probe_data[IMAGE_KEY], None)
-        out["probe/linear"] = float(probes.linear_probe(train_img, probe_data["label"], img, labels, n_cls))
-        out[f"probe/{shots}shot"] = float(probes.k_shot_probe(
-            jax.random.key(seed), train_img, probe_data["label"], img, labels, n_cls, shots))
+    train_img = None
+    for name, prompts in (tasks or {}).items():
+        prefix = "" if name == "label" else f"{name}/"
+        labels = eval_data[name]
+        if prompts is not None:
+            n_cls, n_tpl, length = prompts.shape
+            _, prompt_emb = embed_all(model, variables, None, prompts.reshape(-1, length))
+            classes = zeroshot.class_embeddings(prompt_emb.reshape(n_cls, n_tpl, -1))
+            acc = zeroshot.zero_shot_accuracy(img, classes, labels, topk=(1, 5))
+            out.update({f"zeroshot/{prefix}{k}": float(v) for k, v in acc.items()})
+        if probe_data is not None:
+            if train_img is None:
+                train_img, _ = embed_all(model, variables, probe_data[IMAGE_KEY], None)
+            n_cls = int(max(labels.max(), probe_data[name].max())) + 1
+            out[f"probe/{prefix}linear"] = float(
+                probes.linear_probe(train_img, probe_data[name], img, labels, n_cls))
+            out[f"probe/{prefix}{shots}shot"] = float(probes.k_shot_probe(
+                jax.random.key(seed), train_img, probe_data[name], img, labels, n_cls, shots))
     return out
-

@@ -32,6 +32,7 @@ from mmjax.data.pipeline import (
     make_iterator,
     per_process_batch_size,
 )
+from mmjax.data.scene_dataset import attribute_tasks, scene_arrays
 from mmjax.data.tfds_io import load_source
 from mmjax.data.tokenizer import Tokenizer, as_strings, make_tokenizer
 from mmjax.eval.zeroshot import prompt_texts
@@ -57,7 +58,8 @@ class Data:
     eval: dict[str, np.ndarray]
     probe: dict[str, np.ndarray] | None
     tokenizer: Tokenizer
-    class_prompts: np.ndarray | None
+    # label column → tokenized prompts (n_classes, n_templates, max_len), or None (probes only)
+    tasks: dict[str, np.ndarray | None]
 
 
 def _columns(source: Any, rows: int) -> dict[str, np.ndarray]:
@@ -66,26 +68,34 @@ def _columns(source: Any, rows: int) -> dict[str, np.ndarray]:
     return {k: np.stack([np.asarray(it[k]) for it in items]) for k in items[0]}
 
 
-def _model_arrays(columns: Mapping[str, np.ndarray], tokenizer: Tokenizer, max_len: int) -> dict:
-    """Images as float32 in [0, 1], captions as tokens, labels kept."""
+def _model_arrays(columns: Mapping[str, np.ndarray], tokenizer: Tokenizer, max_len: int,
+                  labels: tuple[str, ...] = ()) -> dict:
+    """Images as float32 in [0, 1], captions as tokens, the `labels` columns kept as int32."""
     images = columns[IMAGE_KEY]
     out = {IMAGE_KEY: images.astype(np.float32) / 255 if images.dtype == np.uint8 else images,
            TOKENS_KEY: tokenizer.encode(as_strings(columns[CAPTION_KEY]), max_len)}
-    if "label" in columns:
-        out["label"] = np.asarray(columns["label"]).astype(np.int32)
+    out.update({k: np.asarray(columns[k]).astype(np.int32) for k in labels})
     return out
 
 
 def load_data(cfg: ClipConfig, workdir: Path) -> Data:
-    """Sources and tokenizer of a config; the tokenizer is built once and then read from the workdir."""
-    class_names: tuple[str, ...] = ()
-    templates: tuple[str, ...] = ()
+    """Sources and tokenizer of a config; the tokenizer is built once and then read from the workdir.
+
+    Tasks: the generated data has one ("label": colour and shape), the scenes one per attribute, and a
+    tfds dataset with a `label` column a probe-only one.
+    """
+    prompts_of: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     if cfg.dataset == "generated":
         full = make_generated_dataset(cfg.num_train + cfg.num_eval, cfg.image_size, seed=1234)
         cols = full.columns
         train = ArraySource({k: v[: cfg.num_train] for k, v in cols.items()})
         eval_cols = {k: v[cfg.num_train:] for k, v in cols.items()}
-        class_names, templates = full.class_names, full.prompt_templates
+        prompts_of["label"] = (full.class_names, full.prompt_templates)
+    elif cfg.dataset == "scenes":
+        train_cols, eval_cols = scene_arrays(cfg.num_train, cfg.num_eval, cfg.image_size, seed=1234)
+        # The scene-vocabulary token ids are dropped: captions go through this run's tokenizer.
+        train = ArraySource({k: v for k, v in train_cols.items() if k != TOKENS_KEY})
+        prompts_of.update(attribute_tasks())
     else:
         train = load_source(cfg.dataset, cfg.train_split, cfg.data_dir)
         eval_cols = _columns(load_source(cfg.dataset, cfg.eval_split, cfg.data_dir), cfg.num_eval)
@@ -100,16 +110,17 @@ def load_data(cfg: ClipConfig, workdir: Path) -> Data:
         if jax.process_index() == 0:
             tokenizer.save(tok_path.with_suffix(".tmp"))
             tok_path.with_suffix(".tmp").replace(tok_path)  # atomic: other hosts never read half a file
-    evald = _model_arrays(eval_cols, tokenizer, cfg.max_len)
-    probe = None
-    if "label" in evald:
-        probe_cols = (_columns(train, PROBE_TRAIN_ROWS))
-        probe = _model_arrays(probe_cols, tokenizer, cfg.max_len)
-    prompts = None
-    if class_names and "label" in evald:
-        texts = prompt_texts(class_names, templates)
-        prompts = np.stack([tokenizer.encode(row, cfg.max_len) for row in texts])
-    return Data(train=train, eval=evald, probe=probe, tokenizer=tokenizer, class_prompts=prompts)
+    labels = tuple(prompts_of) or (("label",) if "label" in eval_cols else ())
+    evald = _model_arrays(eval_cols, tokenizer, cfg.max_len, labels)
+    probe = _model_arrays(_columns(train, PROBE_TRAIN_ROWS), tokenizer, cfg.max_len, labels) if labels else None
+    tasks: dict[str, np.ndarray | None] = {}
+    for name in labels:
+        if name in prompts_of:
+            texts = prompt_texts(*prompts_of[name])
+            tasks[name] = np.stack([tokenizer.encode(row, cfg.max_len) for row in texts])
+        else:
+            tasks[name] = None
+    return Data(train=train, eval=evald, probe=probe, tokenizer=tokenizer, tasks=tasks)
 
 
 class MetricsLog:
@@ -238,7 +249,7 @@ def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int 
                 bar.set_postfix(loss=f"{logged['loss']:.4f}")
                 if is_eval:
                     logged.update(evaluate(trainer.model, host_copy(state["train"].params), data.eval,
-                                           data.probe, data.class_prompts, cfg.probe_shots, cfg.seed))
+                                           data.probe, data.tasks, cfg.probe_shots, cfg.seed))
                     if jax.process_index() == 0:
                         (workdir / "eval.json").write_text(json.dumps({"step": step, **logged}, indent=1))
                 log.write(step, logged)
@@ -275,7 +286,7 @@ def evaluate_workdir(workdir: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--workdir {workdir} is invalid: no readable checkpoint under checkpoints/")
     step, state, _ = restored
     metrics = evaluate(trainer.model, host_copy(state["train"].params), data.eval, data.probe,
-                       data.class_prompts, cfg.probe_shots, cfg.seed)
+                       data.tasks, cfg.probe_shots, cfg.seed)
     out = {"step": step, **metrics}
     if jax.process_index() == 0:
         (workdir / "eval.json").write_text(json.dumps(out, indent=1))
