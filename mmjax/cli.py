@@ -57,6 +57,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.chunk < 1:
         raise ConfigError(f"--chunk={args.chunk} is invalid: must be a positive integer")
     module = load_experiment_module(find_experiment(args.experiment))
+    if hasattr(module, "get_method_sweep"):
+        return _method_sweep(args, module.get_method_sweep(args.scale, parse_sets(args.set or [])))
     experiment = module.get_experiment(args.scale, parse_sets(args.set or []))
     out = Path(args.out or f"runs/{experiment.name}_{args.scale}")
     seeds = list(range(args.seeds))
@@ -80,6 +82,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(report.format_table(rows, "x"))
     print(f"wrote {out}/results.csv, sweep.json, heatmap.png in {record['total_seconds']:.0f} s;"
           f" {len(failed)} of {len(record['jobs'])} runs failed")
+    return 0
+
+
+def _method_sweep(args: argparse.Namespace, sweep) -> int:
+    """Train every method of a `MethodSweep` for each seed; write results.csv, sweep.json, results.png."""
+    from tqdm import tqdm
+
+    from mmjax import report
+    from mmjax.train.method_sweep import format_method_table, run_method_sweep
+
+    out = Path(args.out or f"runs/{sweep.name}_{args.scale}")
+    seeds = list(range(args.seeds))
+    print(f"mmjax sweep {sweep.name} --scale {args.scale}: {len(sweep.methods)} methods x {len(seeds)}"
+          f" seeds -> {out}", file=sys.stderr)
+    record = run_method_sweep(sweep, out, seeds, progress=lambda **kw: tqdm(desc=sweep.name, **kw))
+    rows = record.pop("rows")
+    report.write_csv(rows, out / "results.csv")
+    record["scale"] = args.scale
+    report.write_json(record, out / "sweep.json")
+    report.plot_grouped_bars(rows, out / "results.png", sweep.panels,
+                             f"{sweep.name} ({args.scale}, {len(seeds)} seeds): seed mean ± std")
+    headline = [m for m in ("zeroshot/mean/top1", "probe/mean/linear", "probe/mean/5shot", "i2t_R@10",
+                            "t2i_R@10", "gap/centroid_distance")
+                if any(r["metric"] == m for r in rows)]
+    print(format_method_table(rows, headline))
+    failed = [j for j, v in record["jobs"].items() if not v["status"].startswith("ok")]
+    print(f"wrote {out}/results.csv, sweep.json, results.png in {record['total_seconds']:.0f} s;"
+          f" {len(failed)} of {len(record['jobs'])} runs failed" + (f": {', '.join(failed)}" if failed else ""))
     return 0
 
 

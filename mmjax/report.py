@@ -110,3 +110,46 @@ def format_table(rows: list[dict], encoder: str = "x", metric: str = "r2_nonline
     for i, f in enumerate(factors):
         lines.append(f.ljust(10) + " ".join(f"{v:.2f}".rjust(width) for v in mat[i]))
     return "\n".join(lines)
+
+
+def plot_grouped_bars(rows: list[dict], path: Path, panels: dict[str, list[str]], title: str) -> None:
+    """One panel per group of metrics: a bar per method at each metric, seed mean ± seed std.
+
+    `rows` are tidy (method, seed, metric, value) records; metrics absent from the rows are skipped.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmjax.train.method_sweep import seed_stats
+
+    stats = seed_stats(rows)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    present = {t: [m for m in ms if any((meth, m) in stats for meth in methods)] for t, ms in panels.items()}
+    present = {t: ms for t, ms in present.items() if ms}
+    if not present or not methods:
+        return
+    fig, axes = plt.subplots(len(present), 1, squeeze=False,
+                             figsize=(max(6.0, 1.1 * max(len(ms) for ms in present.values()) * (1 + len(methods) / 4)),
+                                      2.6 * len(present)))
+    width = 0.8 / len(methods)
+    colours = plt.get_cmap("tab10")
+    for ax, (panel, metrics) in zip(axes[:, 0], present.items(), strict=True):
+        x = np.arange(len(metrics))
+        for i, meth in enumerate(methods):
+            mean = [stats.get((meth, m), (np.nan, 0, 0))[0] for m in metrics]
+            std = [stats.get((meth, m), (np.nan, 0, 0))[1] for m in metrics]
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, mean, width, yerr=std, capsize=2,
+                   label=meth, color=colours(i % 10))
+        # "zeroshot/colour/top1" → "colour"; "gap/cone_img" → "cone_img"; "i2t_R@1" stays.
+        labels = [m.split("/")[1] if m.count("/") == 2 else m.split("/")[-1] for m in metrics]
+        ax.set_xticks(x, labels, fontsize=8, rotation=20 if max(map(len, labels)) > 10 else 0)
+        ax.set_title(panel, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(fontsize=7, ncol=len(methods), loc="lower right", bbox_to_anchor=(1.0, 1.12))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)

@@ -222,4 +222,10 @@ def evaluate(model: TwoTower, variables: Any, eval_data: Mapping[str, np.ndarray
                 probes.linear_probe(train_img, probe_data[name], img, labels, n_cls))
             out[f"probe/{prefix}{shots}shot"] = float(probes.k_shot_probe(
                 jax.random.key(seed), train_img, probe_data[name], img, labels, n_cls, shots))
+    if len(tasks or {}) > 1:  # the mean over tasks of each per-task metric
+        for key in [k for k in out if k.startswith(("zeroshot/", "probe/")) and k.count("/") == 2]:
+            kind, _, metric = key.split("/")
+            per_task = [out[f"{kind}/{t}/{metric}"] for t in tasks if f"{kind}/{t}/{metric}" in out]
+            if len(per_task) > 1:
+                out[f"{kind}/mean/{metric}"] = float(np.mean(per_task))
     return out
