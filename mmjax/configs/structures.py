@@ -17,8 +17,8 @@ STUDY_SCALES = ("smoke", "cpu")
 # Shared by every method: the scenes with every attribute named, ViT + Transformer towers, L_Con.
 BASE = ClipConfig(dataset="scenes", num_train=8192, num_eval=1024, image_size=32, max_len=24,
                   image_tower="vit", text_tower="transformer", patch=8, width=64, depth=2, heads=4,
-                  embed_dim=64, loss="con", batch=128, steps=1000, lr=1e-3, warmup_steps=50,
-                  log_every=50, eval_every=100_000, ckpt_every=250, keep=1)
+                  embed_dim=64, loss="con", batch=128, steps=800, lr=1e-3, warmup_steps=50,
+                  log_every=50, eval_every=100_000, ckpt_every=200, keep=1)
 SCALE_FIELDS = {
     "smoke": dict(num_train=256, num_eval=128, width=32, depth=1, heads=2, embed_dim=32, batch=32,
                   steps=6, warmup_steps=1, log_every=3, ckpt_every=3),

@@ -162,17 +162,27 @@ def host_copy(tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
+def check_workdir_config(workdir: Path, cfg: ClipConfig) -> None:
+    """ConfigError if the workdir's config.json differs from `cfg` in a field that changes the results."""
+    path = workdir / "config.json"
+    if not path.exists():
+        return
+    current, defaults = dataclasses.asdict(cfg), dataclasses.asdict(ClipConfig())
+    # A field missing from an older config.json had its default value then.
+    stored = {**defaults, **json.loads(path.read_text())}
+    diff = sorted(k for k in current if stored[k] != current[k] and k not in _RESUMABLE)
+    if diff:
+        k = diff[0]
+        raise ConfigError(f"workdir {workdir} holds a run with {k}={stored[k]!r}, not "
+                          f"{current[k]!r}: use a new --workdir (or the same config) to resume")
+
+
 def _check_config(workdir: Path, cfg: ClipConfig, resuming: bool) -> None:
     """Write config.json, or refuse to resume a workdir whose checkpoints came from another config."""
     path = workdir / "config.json"
     current = dataclasses.asdict(cfg)
-    if resuming and path.exists():
-        stored = json.loads(path.read_text())
-        diff = sorted(k for k in current if stored.get(k) != current[k] and k not in _RESUMABLE)
-        if diff:
-            k = diff[0]
-            raise ConfigError(f"workdir {workdir} holds a run with {k}={stored.get(k)!r}, not "
-                              f"{current[k]!r}: use a new --workdir (or the same config) to resume")
+    if resuming:
+        check_workdir_config(workdir, cfg)
     if jax.process_index() == 0:
         path.with_suffix(".tmp").write_text(json.dumps(current, indent=1))
         path.with_suffix(".tmp").replace(path)

@@ -35,16 +35,20 @@ class MethodSweep:
     panels: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
 
 
-def _finished(workdir: Path, steps: int) -> dict[str, Any] | None:
-    """The final evaluation of a finished run, or None."""
+def _finished(workdir: Path, cfg: ClipConfig) -> dict[str, Any] | None:
+    """The final evaluation of a finished run of `cfg`, or None; ConfigError if the workdir's run had
+    another config (so a changed `--set` never silently reuses old results)."""
+    from mmjax.train.loop import check_workdir_config
+
     path = workdir / "eval.json"
     if not path.exists():
         return None
+    check_workdir_config(workdir, cfg)
     try:
         result = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    return result if result.get("step") == steps else None
+    return result if result.get("step") == cfg.steps else None
 
 
 def run_method_sweep(sweep: MethodSweep, out: str | Path, seeds: Sequence[int],
@@ -68,7 +72,7 @@ def run_method_sweep(sweep: MethodSweep, out: str | Path, seeds: Sequence[int],
             if bar is not None:
                 bar.set_postfix_str(job)
             t0 = time.perf_counter()
-            result = _finished(workdir, run_cfg.steps)
+            result = _finished(workdir, run_cfg)
             status = "ok (cached)" if result is not None else "ok"
             if result is None:
                 try:

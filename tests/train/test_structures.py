@@ -51,7 +51,7 @@ def test_loss_is_contrastive_plus_weighted_regularizers(weights):
         np.testing.assert_allclose(m["loss"], expected, rtol=1e-5)
         assert {k for k in m if k.startswith("reg/")} == {"reg/contrastive", *(f"reg/{r}" for r in cfg.regularizers)}
     # Independent heads exist exactly when L_Sep is on.
-    assert ("image_ind_proj" in params) == (cfg.sep_weight > 0)
+    assert ("image_ind_proj" in params["params"]) == (cfg.sep_weight > 0)
 
 
 def test_without_regularizers_the_loss_is_unchanged():
@@ -135,3 +135,8 @@ def test_study_smoke_writes_results_and_resumes(tmp_path, capsys):
     assert all(j["status"] == "ok (cached)" for j in again["jobs"].values())
     with open(tmp_path / "results.csv") as f:
         assert list(csv.DictReader(f)) == rows
+    # Another config into the same --out is refused, not answered with the old results.
+    capsys.readouterr()
+    assert cli.main([*argv, "--set", "lr=0.002"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lr=0.001, not 0.002" in err and len(err.splitlines()) == 1
