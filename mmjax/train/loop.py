@@ -162,7 +162,8 @@ def host_copy(tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
-def check_workdir_config(workdir: Path, cfg: ClipConfig) -> None:
+def check_workdir_config(workdir: Path, cfg: ClipConfig,
+                         hint: str = "use a new --workdir (or the same config) to resume") -> None:
     """ConfigError if the workdir's config.json differs from `cfg` in a field that changes the results."""
     path = workdir / "config.json"
     if not path.exists():
@@ -173,8 +174,7 @@ def check_workdir_config(workdir: Path, cfg: ClipConfig) -> None:
     diff = sorted(k for k in current if stored[k] != current[k] and k not in _RESUMABLE)
     if diff:
         k = diff[0]
-        raise ConfigError(f"workdir {workdir} holds a run with {k}={stored[k]!r}, not "
-                          f"{current[k]!r}: use a new --workdir (or the same config) to resume")
+        raise ConfigError(f"workdir {workdir} holds a run with {k}={stored[k]!r}, not {current[k]!r}: {hint}")
 
 
 def _check_config(workdir: Path, cfg: ClipConfig, resuming: bool) -> None:

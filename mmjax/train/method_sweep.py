@@ -36,14 +36,10 @@ class MethodSweep:
 
 
 def _finished(workdir: Path, cfg: ClipConfig) -> dict[str, Any] | None:
-    """The final evaluation of a finished run of `cfg`, or None; ConfigError if the workdir's run had
-    another config (so a changed `--set` never silently reuses old results)."""
-    from mmjax.train.loop import check_workdir_config
-
+    """The final evaluation of a finished run of `cfg`, or None."""
     path = workdir / "eval.json"
     if not path.exists():
         return None
-    check_workdir_config(workdir, cfg)
     try:
         result = json.loads(path.read_text())
     except json.JSONDecodeError:
@@ -53,44 +49,56 @@ def _finished(workdir: Path, cfg: ClipConfig) -> dict[str, Any] | None:
 
 def run_method_sweep(sweep: MethodSweep, out: str | Path, seeds: Sequence[int],
                      progress: Callable[..., Any] | None = None) -> dict[str, Any]:
-    """Train and evaluate every (method, seed); write `sweep.json`; return the record with `rows`."""
-    from mmjax.train.loop import TrainingDiverged, train_and_evaluate
+    """Train and evaluate every (method, seed); write `sweep.json`; return the record with `rows`.
+
+    Before any training, every existing run directory must hold the same config (ConfigError if not),
+    so a changed `--set` never silently reuses old results.
+    """
+    from mmjax.train.loop import TrainingDiverged, check_workdir_config, train_and_evaluate
 
     out = Path(out)
+    jobs = [(m, seed, dataclasses.replace(cfg, seed=seed), out / "runs" / f"{m}_seed{seed}")
+            for m, cfg in sweep.methods.items() for seed in seeds]
+    for _, _, run_cfg, workdir in jobs:
+        check_workdir_config(workdir, run_cfg, hint="use a new --out (or the same --set values) to resume")
     out.mkdir(parents=True, exist_ok=True)
+    try:  # a rerun keeps the training time of the runs it finds finished
+        earlier = json.loads((out / "sweep.json").read_text())["jobs"]
+    except (OSError, ValueError, KeyError):
+        earlier = {}
     record: dict[str, Any] = {"name": sweep.name, "description": sweep.description, "seeds": list(seeds),
                               "methods": {m: dataclasses.asdict(c) for m, c in sweep.methods.items()},
                               "jobs": {}}
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
-    bar = progress(total=len(sweep.methods) * len(seeds)) if progress else None
-    for method, cfg in sweep.methods.items():
-        for seed in seeds:
-            run_cfg = dataclasses.replace(cfg, seed=seed)
-            workdir = out / "runs" / f"{method}_seed{seed}"
-            job = f"{method}/seed{seed}"
-            if bar is not None:
-                bar.set_postfix_str(job)
-            t0 = time.perf_counter()
-            result = _finished(workdir, run_cfg)
-            status = "ok (cached)" if result is not None else "ok"
-            if result is None:
-                try:
-                    result = train_and_evaluate(run_cfg, workdir, progress=False)
-                    result.pop("state", None)
-                except TrainingDiverged as err:
-                    status, result = f"failed: {err}", None
-            metrics = {k: float(v) for k, v in (result or {}).items()
-                       if k not in NON_METRICS and isinstance(v, int | float)}
-            if result is not None and not all(math.isfinite(v) for v in metrics.values()):
-                status = "failed: non-finite metric"
-            rows += [{"method": method, "seed": seed, "metric": k, "value": v} for k, v in metrics.items()]
-            record["jobs"][job] = {"status": status, "seconds": round(time.perf_counter() - t0, 2),
-                                   "workdir": str(workdir)}
-            record["total_seconds"] = round(time.perf_counter() - start, 2)
-            (out / "sweep.json").write_text(json.dumps(record, indent=1))
-            if bar is not None:
-                bar.update(1)
+    bar = progress(total=len(jobs)) if progress else None
+    for method, seed, run_cfg, workdir in jobs:
+        job = f"{method}/seed{seed}"
+        if bar is not None:
+            bar.set_postfix_str(job)
+        t0 = time.perf_counter()
+        result = _finished(workdir, run_cfg)
+        status = "ok (cached)" if result is not None else "ok"
+        if result is None:
+            try:
+                result = train_and_evaluate(run_cfg, workdir, progress=False)
+                result.pop("state", None)
+            except TrainingDiverged as err:
+                status, result = f"failed: {err}", None
+        metrics = {k: float(v) for k, v in (result or {}).items()
+                   if k not in NON_METRICS and isinstance(v, int | float)}
+        if result is not None and not all(math.isfinite(v) for v in metrics.values()):
+            status = "failed: non-finite metric"
+        rows += [{"method": method, "seed": seed, "metric": k, "value": v} for k, v in metrics.items()]
+        seconds = round(time.perf_counter() - t0, 2)
+        if status == "ok (cached)":
+            seconds = earlier.get(job, {}).get("seconds", seconds)
+        record["jobs"][job] = {"status": status, "seconds": seconds, "workdir": str(workdir)}
+        record["total_seconds"] = round(time.perf_counter() - start, 2)  # of this invocation
+        record["run_seconds"] = round(sum(j["seconds"] for j in record["jobs"].values()), 2)
+        (out / "sweep.json").write_text(json.dumps(record, indent=1))
+        if bar is not None:
+            bar.update(1)
     if bar is not None:
         bar.close()
     record["rows"] = rows

@@ -133,10 +133,11 @@ def test_study_smoke_writes_results_and_resumes(tmp_path, capsys):
     assert cli.main(argv) == 0
     again = json.loads((tmp_path / "sweep.json").read_text())
     assert all(j["status"] == "ok (cached)" for j in again["jobs"].values())
+    assert again["run_seconds"] == first["run_seconds"]
     with open(tmp_path / "results.csv") as f:
         assert list(csv.DictReader(f)) == rows
     # Another config into the same --out is refused, not answered with the old results.
     capsys.readouterr()
     assert cli.main([*argv, "--set", "lr=0.002"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "lr=0.001, not 0.002" in err and len(err.splitlines()) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mmjax: error")]
+    assert len(errors) == 1 and "lr=0.001, not 0.002: use a new --out" in errors[0]
