@@ -72,19 +72,32 @@ def _normalize(x: Array, eps: float = 1e-12) -> Array:
 
 
 def simclr_cosine_loss(
-    a: Array, b: Array, *, tau: float | Array = 1.0, axis_name: str | None = None
+    a: Array,
+    b: Array,
+    *,
+    tau: float | Array = 1.0,
+    in_modal: bool | Array = True,
+    axis_name: str | None = None,
 ) -> Array:
-    """SimCLR-style cosine InfoNCE over 2B anchors: the pair is positive, all other items negative."""
+    """SimCLR-style cosine InfoNCE over 2B anchors: the pair is positive, all other items negative.
+
+    With `in_modal` false (a Python bool or a traced 0/1) the same-modality items are dropped from the
+    negatives, which leaves CLIP's symmetric cross-modal InfoNCE at a fixed temperature.
+    """
     za, zb = _normalize(a), _normalize(b)
     n = a.shape[0]
     all_a, all_b = _gather(za, axis_name), _gather(zb, axis_name)
     keys = jnp.concatenate([all_a, all_b], 0)
     n_global = all_a.shape[0]
     rows = _row_offset(n, axis_name) + jnp.arange(n)
+    cols = jnp.arange(2 * n_global)
+    col_a = cols < n_global  # key columns holding the first modality
 
     def anchors(q: Array, self_col: Array, pos_col: Array) -> Array:
         logits = q @ keys.T / tau
-        logits = jnp.where(jnp.arange(2 * n_global)[None, :] == self_col[:, None], -jnp.inf, logits)
+        same = col_a == (self_col[:, None] < n_global)  # keys of the anchor's own modality
+        drop = (cols[None, :] == self_col[:, None]) | (same & ~jnp.asarray(in_modal, bool))
+        logits = jnp.where(drop, -jnp.inf, logits)
         pos = jnp.take_along_axis(logits, pos_col[:, None], axis=1)[:, 0]
         return jax.nn.logsumexp(logits, axis=1) - pos
 

@@ -75,6 +75,7 @@ class ImageTextParams(NamedTuple):
     lr: Array
     tau: Array
     clip_norm: Array
+    in_modal: Array  # 1: in-modal negatives too (SimCLR-style); 0: cross-modal only (CLIP's InfoNCE)
 
 
 def make_image_text_run(static: ImageTextStatic):
@@ -99,7 +100,7 @@ def make_image_text_run(static: ImageTextStatic):
     def loss_fn(p, key: Array, params: ImageTextParams):
         _, images, tokens = draw(key, static.batch, params)
         hx, ht = embed(p, images, tokens, params.enc_mask)
-        return simclr_cosine_loss(hx, ht, tau=params.tau), {}
+        return simclr_cosine_loss(hx, ht, tau=params.tau, in_modal=params.in_modal), {}
 
     def optimizer(params: ImageTextParams):
         return adam_clipped(params.lr, params.clip_norm, static.steps, static.schedule)

@@ -147,6 +147,17 @@ def test_simclr_cosine_matches_reference(tau):
                                rtol=1e-5)
 
 
+@pytest.mark.parametrize("tau", [1.0, 0.1, 0.02])
+def test_simclr_cosine_without_in_modal_negatives_is_clip_at_fixed_tau(tau):
+    a, b = _randn(0, B, D), _randn(1, B, D)
+    got = float(simclr_cosine_loss(a, b, tau=tau, in_modal=False))
+    np.testing.assert_allclose(got, ref_clip(a, b, math.log(1 / tau)), rtol=1e-5)
+    # A traced 0/1 flag gives the same values as the Python bool.
+    traced = jax.jit(lambda f: simclr_cosine_loss(a, b, tau=tau, in_modal=f))
+    np.testing.assert_allclose(float(traced(jnp.float32(0.0))), got, rtol=1e-6)
+    np.testing.assert_allclose(float(traced(jnp.float32(1.0))), ref_simclr(a, b, tau), rtol=1e-5)
+
+
 @pytest.mark.parametrize("log_scale", [0.0, math.log(1 / 0.07), math.log(30.0)])
 def test_clip_matches_reference(log_scale):
     a, b = _randn(0, B, D), _randn(1, B, D)
@@ -206,6 +217,7 @@ needs_8_devices = pytest.mark.skipif(
 CASES = {
     "lp_simclr": (lp_simclr_loss, 4, (), {"tau": 0.7, "alpha": 0.5}),
     "simclr_cosine": (simclr_cosine_loss, 2, (), {"tau": 0.5}),
+    "simclr_cross": (simclr_cosine_loss, 2, (), {"tau": 0.5, "in_modal": False}),
     "clip": (clip_loss, 2, (math.log(1 / 0.07),), {}),
     "siglip": (siglip_loss, 2, (math.log(10.0), -10.0), {}),
     "con": (con_loss, 4, (math.log(1 / 0.07),), {}),

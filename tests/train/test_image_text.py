@@ -15,15 +15,34 @@ from mmjax.train.sweep import Experiment, Setting, run_sweep, tidy_rows
     (dict(selected=("hue",)), "selected=('hue',) is invalid: distinct attribute names from colour, shape"),
     (dict(shapes=("square", "circle", "triangle")), "need a tuple of >= 4 distinct words"),
     (dict(p_change=1.5), "p_change=1.5 is invalid"),
+    (dict(negatives="in"), "negatives='in' is invalid: allowed: all, cross"),
 ])
 def test_invalid_configs_fail_in_one_line(fields, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         ImageTextConfig(**fields)
 
 
+@pytest.mark.parametrize("fields, size", [
+    (dict(selected=("colour",)), 2),  # one unbiased attribute still gets a circle, not {±1}
+    (dict(), 5),
+    (dict(perturbed=("height", "background")), 3),
+    (dict(perturbed=("shape", "size", "height", "background")), 2),
+    (dict(encoding_size=7), 7),
+])
+def test_encoding_size_is_the_unbiased_count_at_least_two(fields, size):
+    assert ImageTextConfig(**fields).to_params().enc_mask.sum() == size
+
+
+def test_negatives_field_sets_the_traced_flag():
+    assert ImageTextConfig().to_params().in_modal == 1.0
+    assert ImageTextConfig(negatives="cross").to_params().in_modal == 0.0
+
+
 def test_sweep_rows_roles_and_learning(tmp_path):
+    # 300 steps: τ = 0.1 with a 3-d encoding learns colour that fast; the cpu defaults (τ = 0.02, the
+    # unbiased count) need more steps than this check can afford (text colour MCC 0.36 at 300 steps).
     base = ImageTextConfig(steps=300, log_every=50, eval_fit=512, eval_test=512, probe_steps=100,
-                           probe_epochs=5)
+                           probe_epochs=5, tau=0.1, encoding_size=3)
     cases = [image_text_cases("selection")[1], image_text_cases("perturbation")[1]]
     exp = Experiment("it", tuple(Setting(label, dataclasses.replace(base, **f)) for label, f in cases))
     record = run_sweep(exp, tmp_path, [0])
