@@ -109,7 +109,8 @@ def _method_sweep(args: argparse.Namespace, sweep) -> int:
     print(format_method_table(rows, headline))
     failed = [j for j, v in record["jobs"].items() if not v["status"].startswith("ok")]
     print(f"wrote {out}/results.csv, sweep.json, results.png in {record['total_seconds']:.0f} s;"
-          f" {len(failed)} of {len(record['jobs'])} runs failed" + (f": {', '.join(failed)}" if failed else ""))
+          f" {len(failed)} of {len(record['jobs'])} runs failed"
+          + (f": {', '.join(failed)}" if failed else ""))
     return 0
 
 

@@ -130,9 +130,9 @@ def plot_grouped_bars(rows: list[dict], path: Path, panels: dict[str, list[str]]
     present = {t: ms for t, ms in present.items() if ms}
     if not present or not methods:
         return
+    widest = max(len(ms) for ms in present.values())
     fig, axes = plt.subplots(len(present), 1, squeeze=False,
-                             figsize=(max(6.0, 1.1 * max(len(ms) for ms in present.values()) * (1 + len(methods) / 4)),
-                                      2.6 * len(present)))
+                             figsize=(max(6.0, 1.1 * widest * (1 + len(methods) / 4)), 2.6 * len(present)))
     width = 0.8 / len(methods)
     colours = plt.get_cmap("tab10")
     for ax, (panel, metrics) in zip(axes[:, 0], present.items(), strict=True):

@@ -28,7 +28,7 @@ class ClipConfig:
     train_split: str = "train"
     eval_split: str = "test"
     num_train: int = 4096  # generated and scenes data only
-    num_eval: int = 512  # generated and scenes: made in memory; for tfds the first num_eval rows of eval_split
+    num_eval: int = 512  # generated and scenes: made in memory; tfds: the first num_eval rows of eval_split
     image_size: int = 32
     max_len: int = 16
     tokenizer: str = "word"

@@ -51,7 +51,8 @@ def panels() -> dict[str, list[str]]:
 def modality_structures_sweep(scale: str, overrides: dict[str, str]) -> MethodSweep:
     """The study at a scale, with `--set` overrides (any ClipConfig field, and `methods=clip,gc,...`)."""
     if scale not in STUDY_SCALES:
-        raise ConfigError(f"scale={scale!r} is invalid for modality_structures: allowed {', '.join(STUDY_SCALES)}")
+        raise ConfigError(f"scale={scale!r} is invalid for modality_structures: "
+                          f"allowed {', '.join(STUDY_SCALES)}")
     overrides = dict(overrides)
     methods = parse_methods(overrides.pop("methods", ",".join(METHODS)), _known_methods())
     base = dataclasses.replace(BASE, **SCALE_FIELDS[scale])

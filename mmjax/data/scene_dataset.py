@@ -328,6 +328,7 @@ def scene_arrays(num_train: int, num_test: int, image_size: int = 32, seed: int 
     return split("train"), split("test")
 
 
-def attribute_tasks(scene: SceneConfig = SceneConfig()) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+def attribute_tasks(scene: SceneConfig | None = None) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """Zero-shot tasks of the scenes: attribute → (class names in label order, prompt templates)."""
+    scene = SceneConfig() if scene is None else scene
     return {f: (scene.values(f), ATTRIBUTE_PROMPTS[f]) for f in DISCRETE}

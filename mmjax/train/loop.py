@@ -112,7 +112,9 @@ def load_data(cfg: ClipConfig, workdir: Path) -> Data:
             tok_path.with_suffix(".tmp").replace(tok_path)  # atomic: other hosts never read half a file
     labels = tuple(prompts_of) or (("label",) if "label" in eval_cols else ())
     evald = _model_arrays(eval_cols, tokenizer, cfg.max_len, labels)
-    probe = _model_arrays(_columns(train, PROBE_TRAIN_ROWS), tokenizer, cfg.max_len, labels) if labels else None
+    probe = None
+    if labels:
+        probe = _model_arrays(_columns(train, PROBE_TRAIN_ROWS), tokenizer, cfg.max_len, labels)
     tasks: dict[str, np.ndarray | None] = {}
     for name in labels:
         if name in prompts_of:
