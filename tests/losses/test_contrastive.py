@@ -206,13 +206,6 @@ def test_con_loss_matches_reference(log_scale):
 
 N_DEV, GLOBAL_B, GLOBAL_D = 8, 16, 4
 
-needs_8_devices = pytest.mark.skipif(
-    len(jax.devices()) < N_DEV,
-    reason=f"needs {N_DEV} devices (tests/conftest.py sets "
-    f"--xla_force_host_platform_device_count=8 unless jax was imported first); "
-    f"found {len(jax.devices())}",
-)
-
 # (loss, number of sharded embedding args, scalar args, keyword args)
 CASES = {
     "lp_simclr": (lp_simclr_loss, 4, (), {"tau": 0.7, "alpha": 0.5}),
@@ -224,7 +217,7 @@ CASES = {
 }
 
 
-@needs_8_devices
+@pytest.mark.needs_8_devices
 @pytest.mark.parametrize("name", list(CASES))
 def test_shard_map_matches_single_device(name):
     loss, n_emb, scalars, kwargs = CASES[name]

@@ -214,13 +214,6 @@ def test_gc_zero_for_identical_towers():
 
 N_DEV, GLOBAL_B, GLOBAL_D = 8, 16, 4
 
-needs_8_devices = pytest.mark.skipif(
-    len(jax.devices()) < N_DEV,
-    reason=f"needs {N_DEV} devices (tests/conftest.py sets "
-    f"--xla_force_host_platform_device_count=8 unless jax was imported first); "
-    f"found {len(jax.devices())}",
-)
-
 
 def _total(fn):
     """The scalar of a loss that may return (total, terms), with the terms as aux."""
@@ -242,7 +235,7 @@ CASES = {
 }
 
 
-@needs_8_devices
+@pytest.mark.needs_8_devices
 @pytest.mark.parametrize("name", list(CASES))
 def test_shard_map_matches_single_device(name):
     loss, n_emb, with_key, kwargs = CASES[name]

@@ -20,8 +20,6 @@ VOCAB = 24
 TINY = ClipConfig(image_size=16, patch=8, width=16, depth=1, heads=2, embed_dim=16, max_len=8, batch=16,
                   steps=10, warmup_steps=1, lr=1e-3)
 
-needs_8_devices = pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 (fake) devices")
-
 
 def _batch(n: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
@@ -41,7 +39,7 @@ def _run_steps(cfg: ClipConfig, mesh, n_steps: int = 2):
     return losses, jax.device_get(state["train"].params)
 
 
-@needs_8_devices
+@pytest.mark.needs_8_devices
 @pytest.mark.parametrize("loss", ["clip", "siglip", "con"])
 def test_sharded_step_matches_single_device(loss):
     cfg = dataclasses.replace(TINY, loss=loss)

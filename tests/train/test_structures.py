@@ -19,8 +19,6 @@ TINY = ClipConfig(image_size=16, patch=8, width=16, depth=1, heads=2, embed_dim=
                   steps=10, warmup_steps=1, lr=1e-3, loss="con")
 ALL = dataclasses.replace(TINY, sep_weight=0.5, br_weight=2.0, gc_weight=1.5, br_sample_t=True)
 
-needs_8_devices = pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 (fake) devices")
-
 
 def _batch(n: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
@@ -72,7 +70,7 @@ def test_gc_regularizer_lowers_its_term():
     assert reg[-1]["reg/gc"] < 0.5 * base[-1]["reg/gc"]
 
 
-@needs_8_devices
+@pytest.mark.needs_8_devices
 def test_regularized_step_on_8_devices_matches_1():
     m1, p1 = _steps(ALL, parallel.data_mesh(jax.devices()[:1]))
     m8, p8 = _steps(ALL, parallel.data_mesh(jax.devices()[:8]))
