@@ -135,31 +135,37 @@ def make_run(static: RunStatic):
     enc_x = MLP(static.widths_x, static.enc_dim)
     enc_t = MLP(static.widths_t, static.enc_dim)
 
-    def embed(p, x: Array, t: Array, mask: Array) -> tuple[Array, Array]:
+    def embed(p, x: Array, t: Array, mask: Array, groups: int = 1) -> tuple[Array, Array]:
+        """Masked encodings; the output norm standardises each of `groups` equal row blocks on its
+        own (independent batches encoded in one call, for larger matmuls)."""
         hx = enc_x.apply(p["x"], x) * mask
         ht = enc_t.apply(p["t"], t) * mask
+        if static.output_norm == "none":
+            return hx, ht
         if static.output_norm == "batch_standardize":
-            hx, ht = (batch_standardize(h) * mask for h in (hx, ht))
-        elif static.output_norm == "batch_whiten":
-            hx, ht = (batch_whiten(h, mask) for h in (hx, ht))
-        return hx, ht
+            norm = lambda h: batch_standardize(h) * mask
+        else:
+            norm = lambda h: batch_whiten(h, mask)
+        per_group = lambda h: jax.vmap(norm)(h.reshape(groups, -1, h.shape[-1])).reshape(h.shape)
+        return per_group(hx), per_group(ht)
 
     def loss_fn(p, params: RunParams, world: World, key: Array):
-        k1, k2 = jax.random.split(key)
-        one = sample(k1, world, params.bias, shape, static.batch)
+        b = static.batch
         if static.loss == "lp_simclr":
-            two = sample(k2, world, params.bias, shape, static.batch)
-            a, b = embed(p, one.x, one.t, params.enc_mask)
-            a2, b2 = embed(p, two.x, two.t, params.enc_mask)
-            loss = lp_simclr_loss(a, b, a2, b2, tau=params.tau, alpha=params.alpha)
+            # Both independent batches come from one draw and go through each encoder in one call.
+            both = sample(key, world, params.bias, shape, 2 * b)
+            hx, ht = embed(p, both.x, both.t, params.enc_mask, groups=2)
+            a, b1, a2, b2 = hx[:b], ht[:b], hx[b:], ht[b:]
+            loss = lp_simclr_loss(a, b1, a2, b2, tau=params.tau, alpha=params.alpha)
             if static.swap_batches:
                 # The second batch's pairs as anchors too: same expected loss, twice the anchors
                 # for the same four encoder passes.
-                swapped = lp_simclr_loss(a2, b2, a, b, tau=params.tau, alpha=params.alpha)
+                swapped = lp_simclr_loss(a2, b2, a, b1, tau=params.tau, alpha=params.alpha)
                 loss = 0.5 * (loss + swapped)
         else:
-            a, b = embed(p, one.x, one.t, params.enc_mask)
-            loss = simclr_cosine_loss(a, b, tau=params.tau)
+            one = sample(key, world, params.bias, shape, b)
+            a, b1 = embed(p, one.x, one.t, params.enc_mask)
+            loss = simclr_cosine_loss(a, b1, tau=params.tau)
         return loss, {}
 
     def evaluate(p, params: RunParams, world: World, key: Array) -> tuple[Array, Array]:
