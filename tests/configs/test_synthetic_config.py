@@ -81,3 +81,14 @@ def test_cli_bad_input_is_one_line_exit_2(argv, needle, capsys, tmp_path):
     assert code == 2
     assert len(err) == 1 and needle in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_cpu_perturbation_sweep_trains_small_codes_longer_and_set_steps_wins():
+    from mmjax.configs.numeric import CPU_PERTURBATION_STEPS, perturbation_sweep
+
+    steps = {s.label: s.config.steps for s in perturbation_sweep("p", "cpu", {}, dependent=False).settings}
+    assert steps["ρ=∅"] == steps["ρ=[4]"] == SyntheticConfig().steps == 10_000
+    assert steps["ρ=[9]"] == CPU_PERTURBATION_STEPS[9] == 50_000 and steps["ρ=[5]"] == 20_000
+    forced = perturbation_sweep("p", "cpu", {"steps": "700"}, dependent=True).settings
+    assert {s.config.steps for s in forced} == {700}
+    assert {s.config.steps for s in perturbation_sweep("p", "smoke", {}, dependent=False).settings} == {300}
