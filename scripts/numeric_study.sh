@@ -10,8 +10,7 @@ scale=${2:-cpu}
 seeds=${3:-3}
 mkdir -p "$out"
 start=$(date +%s)
-# --chunk 16: 30 jobs run as 2 x 15 and 15 or 9 jobs as one chunk, with no padded slots.
-panel() { python -m mmjax.cli sweep "$1" --scale "$scale" --seeds "$seeds" --chunk 16 --out "$out/$1"; }
+panel() { python -m mmjax.cli sweep "$1" --scale "$scale" --seeds "$seeds" --out "$out/$1"; }
 (panel selection_independent && panel perturbation_independent) > "$out/log_independent.txt" 2>&1 &
 a=$!
 (panel selection_dependent && panel perturbation_dependent) > "$out/log_dependent.txt" 2>&1 &
