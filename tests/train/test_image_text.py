@@ -38,6 +38,23 @@ def test_negatives_field_sets_the_traced_flag():
     assert ImageTextConfig(negatives="cross").to_params().in_modal == 0.0
 
 
+def test_cpu_scale_trains_one_unbiased_attribute_at_higher_tau_and_set_wins():
+    from mmjax.configs.image_text import CPU_ONE_UNBIASED, image_text_experiment
+
+    def knobs(kind, scale, overrides):
+        return {s.label: (s.config.tau, s.config.negatives)
+                for s in image_text_experiment("e", kind, scale, overrides).settings}
+
+    default = (ImageTextConfig().tau, ImageTextConfig().negatives)
+    one = (CPU_ONE_UNBIASED["tau"], CPU_ONE_UNBIASED["negatives"])
+    sel, per = knobs("selection", "cpu", {}), knobs("perturbation", "cpu", {})
+    assert sel.pop("θ=co") == per.pop("ρ=sh+si+he+ba") == one == (0.3, "cross")
+    assert set(sel.values()) == set(per.values()) == {default} == {(0.02, "all")}
+    assert set(knobs("perturbation", "smoke", {}).values()) == {default}
+    forced = knobs("perturbation", "cpu", {"tau": "0.05", "negatives": "all"})
+    assert set(forced.values()) == {(0.05, "all")}
+
+
 def test_sweep_rows_roles_and_learning(tmp_path):
     # 300 steps: τ = 0.1 with a 3-d encoding learns colour that fast; the cpu defaults (τ = 0.02, the
     # unbiased count) need more steps than this check can afford (text colour MCC 0.36 at 300 steps).
