@@ -1,6 +1,6 @@
 # Sourced by the study scripts, which run two sweep processes side by side, each pinned to its half of
 # the CPUs this process may use (taskset). Unpinned, the two XLA thread pools oversubscribe the cores
-# and each step runs about 15 % slower.
+# and each run takes about 18 % longer (benchmarks/sweep_processes.py: 63-64 s vs 54 s).
 start=$(date +%s)
 # cpus_a, cpus_b: the two halves ("-": no pinning, with one CPU or no taskset).
 read -r cpus_a cpus_b < <(python -c "import os, shutil
