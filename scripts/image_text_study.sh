@@ -6,11 +6,7 @@
 #   bash scripts/image_text_study.sh [OUT] [SCALE] [SEEDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-runs/image_text_study}
-scale=${2:-cpu}
-seeds=${3:-3}
-mkdir -p "$out"
-source scripts/study_lib.sh
+source scripts/study_lib.sh runs/image_text_study "$@"
 panel() { pin "$1" python -m mmjax.cli sweep "$2" --scale "$scale" --seeds "$seeds" --chunk 5 \
             --out "$out/$2" > "$out/log_$2.txt" 2>&1; }
 panel "$cpus_a" image_text_selection &

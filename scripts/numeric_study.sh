@@ -6,11 +6,7 @@
 #   bash scripts/numeric_study.sh [OUT] [SCALE] [SEEDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-runs/numeric_study}
-scale=${2:-cpu}
-seeds=${3:-3}
-mkdir -p "$out"
-source scripts/study_lib.sh
+source scripts/study_lib.sh runs/numeric_study "$@"
 panel() { pin "$1" python -m mmjax.cli sweep "$2" --scale "$scale" --seeds "$seeds" --chunk 5 \
             --out "$out/$2"; }
 (panel "$cpus_a" selection_independent && panel "$cpus_a" perturbation_independent) \

@@ -1,6 +1,11 @@
 # Sourced by the study scripts, which run two sweep processes side by side, each pinned to its half of
 # the CPUs this process may use (taskset). Unpinned, the two XLA thread pools oversubscribe the cores
 # and each run takes about 18 % longer (benchmarks/sweep_processes.py: 63-64 s vs 54 s).
+#   source scripts/study_lib.sh DEFAULT_OUT [OUT] [SCALE] [SEEDS]   sets out, scale (cpu) and seeds (3)
+out=${2:-$1}
+scale=${3:-cpu}
+seeds=${4:-3}
+mkdir -p "$out"
 start=$(date +%s)
 # cpus_a, cpus_b: the two halves ("-": no pinning, with one CPU or no taskset).
 read -r cpus_a cpus_b < <(python -c "import os, shutil
