@@ -10,6 +10,7 @@ free to use every CPU, then with each pinned by `taskset` to its half (scripts/s
 mode: the wall time of the pair, and per process the compile and run seconds that `run_sweep` records.
 The ratio is unpinned over pinned wall time. XLA's CPU thread pool sizes itself to all the machine's
 cores, so two unpinned processes run twice as many busy threads as there are cores.
+Pinned, each compile gets fewer cores: `--quick` is compile-bound and comes out slower pinned.
 """
 
 from __future__ import annotations
