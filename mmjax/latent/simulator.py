@@ -88,9 +88,15 @@ def _column_normalised_uniform(key: Array, count: int, dim: int) -> Array:
 
 
 def condition_numbers(w: Array) -> Array:
-    """Condition numbers of a stack of square matrices, via the eigenvalues of WᵀW."""
-    eig = jnp.linalg.eigvalsh(jnp.swapaxes(w, -1, -2) @ w)
-    return jnp.sqrt(eig[..., -1] / jnp.maximum(eig[..., 0], 1e-30))
+    """Condition numbers σ_max / σ_min of a stack of square matrices, from their singular values.
+
+    A backward-stable SVD returns each σ_i with absolute error ≤ p(n)·ε·σ_max, so the relative error
+    of κ is ≤ p(n)·ε·(1 + κ) to first order (n = matrix size, ε = the dtype's machine epsilon).
+    The eigenvalues of WᵀW would instead carry relative error ~ε·κ² in λ_min: κ = 288 in float32
+    already cost 1.7e-3.
+    """
+    sv = jnp.linalg.svd(w, compute_uv=False)
+    return sv[..., 0] / jnp.maximum(sv[..., -1], jnp.finfo(sv.dtype).tiny)
 
 
 def well_conditioned_matrix(key: Array, dim: int, samples: int, rank: int) -> Array:

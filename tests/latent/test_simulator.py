@@ -197,10 +197,24 @@ def test_mixing_matrices_have_unit_norm_columns(world):
             assert np.all(np.abs(w) <= 1.0)
 
 
-def test_condition_numbers_match_numpy():
-    w = _np_column_normalised(np.random.default_rng(1), 50, 6)
-    np.testing.assert_allclose(np.asarray(condition_numbers(jnp.asarray(w, jnp.float32))),
-                               _np_conds(w), rtol=1e-3)
+def _cond_rtol(dim, cond):
+    """Relative error bound of a float32 κ from a backward-stable SVD: p(n)·ε·(1 + κ), p(n) = 4n.
+
+    (|δσ_i| ≤ p(n)·ε·σ_max; LAPACK's bound has a modest p(n), 4n covers its Householder
+    bidiagonalisation plus the QR iteration. Measured here: at most 0.6·n·ε·κ on 25 000 draws.)
+    """
+    return 4 * dim * np.finfo(np.float32).eps * (1 + cond)
+
+
+@pytest.mark.parametrize("dim", [6, 15])
+def test_condition_numbers_match_numpy(dim):
+    # The same float32 matrices in float64 numpy are the reference; the float32 SVD's error bound
+    # is the tolerance (it holds on any CPU and thread count: each SVD is one LAPACK call).
+    w = np.asarray(_np_column_normalised(np.random.default_rng(1), 2000, dim), np.float32)
+    ref = _np_conds(w)
+    got = np.asarray(condition_numbers(jnp.asarray(w)), np.float64)
+    assert ref.max() > 100  # the bound is exercised at large κ, where eigvalsh(WᵀW) failed
+    np.testing.assert_array_less(np.abs(got - ref) / ref, _cond_rtol(dim, ref))
 
 
 def test_well_conditioned_matrix_below_quantile_of_its_draws():
@@ -211,8 +225,10 @@ def test_well_conditioned_matrix_below_quantile_of_its_draws():
     draws = np.asarray(jax.random.uniform(k_draw, (samples, dim, dim), minval=-1.0, maxval=1.0),
                        np.float64)
     draws /= np.linalg.norm(draws, axis=1, keepdims=True)
-    threshold = np.sort(_np_conds(draws))[rank - 1]
-    assert np.linalg.cond(w) <= threshold * (1 + 1e-4)
+    conds = np.sort(_np_conds(draws))
+    threshold = conds[rank - 1]
+    # The float32 κ that ranked the draws may err by _cond_rtol, which can swap near-ties.
+    assert np.linalg.cond(w) <= threshold * (1 + 2 * _cond_rtol(dim, threshold))
     np.testing.assert_allclose(np.linalg.norm(w, axis=0), 1.0, atol=1e-5)
 
 
