@@ -1,6 +1,8 @@
 """Command line of mmjax.
 
-  mmjax sweep <experiment> [--scale smoke|cpu|paper] [--seeds N] [--out DIR] [--set k=v]
+  mmjax sweep <experiment> [--scale smoke|cpu|paper] [--seeds N] [--out DIR] [--set k=v] [--grid k=vs]
+              [--dry-run] [multi-host flags]
+  mmjax report DIR
   mmjax train --config <file> [--workdir DIR] [--set k=v] [multi-host flags]
   mmjax eval --workdir DIR
 """
@@ -15,6 +17,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -45,12 +48,16 @@ def load_experiment_module(path: Path):
     return module
 
 
+HEATMAP_MAX_SETTINGS = 30  # beyond this a paper-style heatmap is unreadable; role summaries remain
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """Run an experiment's sweep and write results.csv, sweep.json and heatmaps."""
+    """Run an experiment's sweep and write results.csv, sweep.json and plots."""
     from tqdm import tqdm
 
-    from mmjax import report
-    from mmjax.train.sweep import run_sweep, tidy_rows
+    from mmjax.configs.common import override
+    from mmjax.configs.grid import parse_grid
+    from mmjax.train.sweep import dry_run, run_sweep, with_grid
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds={args.seeds} is invalid: must be a positive integer")
@@ -58,31 +65,128 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"--chunk={args.chunk} is invalid: must be a positive integer")
     module = load_experiment_module(find_experiment(args.experiment))
     if hasattr(module, "get_method_sweep"):
+        if args.grid or args.dry_run:
+            raise ConfigError(f"--grid/--dry-run are for synthetic and image-text sweeps; "
+                              f"{args.experiment} is a method sweep")
         return _method_sweep(args, module.get_method_sweep(args.scale, parse_sets(args.set or [])))
+    _distributed(args)
     experiment = module.get_experiment(args.scale, parse_sets(args.set or []))
+    experiment = with_grid(experiment, parse_grid(args.grid or []), override)
     out = Path(args.out or f"runs/{experiment.name}_{args.scale}")
     seeds = list(range(args.seeds))
+    if args.dry_run:
+        info = dry_run(experiment, seeds, args.chunk, time_one=not args.no_estimate)
+        return _print_dry_run(experiment, info)
     print(f"mmjax sweep {experiment.name} --scale {args.scale}: {len(experiment.settings)} settings"
           f" x {len(seeds)} seeds -> {out}", file=sys.stderr)
+    import jax
+
     record = run_sweep(experiment, out, seeds, chunk_size=args.chunk,
                        progress=lambda **kw: tqdm(desc=experiment.name, **kw))
-    rows = tidy_rows(experiment, record)
-    report.write_csv(rows, out / "results.csv")
-    record = {k: v for k, v in record.items() if k != "results"}
+    if jax.process_index() != 0:
+        return 0
     record["scale"] = args.scale
-    report.write_json(record, out / "sweep.json")
-    title = f"{experiment.name} ({args.scale}, {len(seeds)} seeds): seed-mean {experiment.metric_label}"
-    label = f"{experiment.metric_label}, {{}} probe"
-    report.plot_heatmaps(rows, out / "heatmap.png", title, label=label.format("non-linear"))
-    report.plot_heatmaps(rows, out / "heatmap_linear.png",
-                         title.replace("non-linear", "linear") if "non-linear" in title
-                         else f"{title}, linear probe", metric="r2_linear",
-                         label=label.format("linear"))
-    failed = [j for j in record["jobs"].values() if j["status"] != "ok"]
-    print(report.format_table(rows, "x"))
-    print(f"wrote {out}/results.csv, sweep.json, heatmap.png in {record['total_seconds']:.0f} s;"
-          f" {len(failed)} of {len(record['jobs'])} runs failed")
+    (out / "sweep.json").write_text(json.dumps(record, indent=2, default=str))
+    return _write_report(out, record, metric_label=experiment.metric_label)
+
+
+def _print_dry_run(experiment, info: dict) -> int:
+    print(f"{experiment.name}: {info['runs']} runs = {info['settings']} settings x {info['seeds']} seeds; "
+          f"{len(info['groups'])} compile groups, {info['chunks']} chunks, {info['processes']} process(es)")
+    for gi, g in enumerate(info["groups"]):
+        print(f"  group {gi}: {g['runs']} runs in {g['chunks']} chunks of {g['chunk_size']}"
+              f" (steps {g['steps']}, batch {g['batch']})")
+    shown = experiment.settings[:5]
+    print("  settings: " + "; ".join(s.label for s in shown)
+          + (f"; ... ({len(experiment.settings) - len(shown)} more)" if len(experiment.settings) > 5 else ""))
+    if "estimated_seconds" in info:
+        print(f"timed one chunk: compile {info['timed_compile_seconds']:.1f} s, run "
+              f"{info['timed_chunk_seconds']:.1f} s; estimated wall time {info['estimated_seconds']:.0f} s"
+              f" ({info['estimated_seconds'] / 3600:.2f} h)")
     return 0
+
+
+def _write_report(out: Path, record: dict, metric_label: str = "non-linear R²") -> int:
+    """Tables and plots of a sweep directory from its results.csv (what `mmjax report` rebuilds)."""
+    from mmjax import report
+
+    rows_path = out / "results.csv"
+    name, scale = record.get("experiment", out.name), record.get("scale", "?")
+    n_seeds = len(record.get("seeds", []))
+    settings = _distinct(rows_path, "setting")
+    label = f"{metric_label}, {{}} probe"
+    written = ["results.csv", "sweep.json"]
+    if 0 < len(settings) <= HEATMAP_MAX_SETTINGS:
+        rows = report.read_csv(rows_path)
+        title = f"{name} ({scale}, {n_seeds} seeds): seed-mean {metric_label}"
+        report.plot_heatmaps(rows, out / "heatmap.png", title, label=label.format("non-linear"))
+        report.plot_heatmaps(rows, out / "heatmap_linear.png",
+                             title.replace("non-linear", "linear") if "non-linear" in title
+                             else f"{title}, linear probe", metric="r2_linear", label=label.format("linear"))
+        written += ["heatmap.png", "heatmap_linear.png"]
+        print(report.format_table(rows, "x"))
+    columns = _columns(rows_path)
+    by = [c for c in ("n_theta", "n_rho") if len(_distinct(rows_path, c)) > 1]
+    by += [c for c in columns if c not in by and c not in _FIXED_COLUMNS and len(_distinct(rows_path, c)) > 1
+           and len(_distinct(rows_path, c)) <= HEATMAP_MAX_SETTINGS]
+    if not by and "n_theta" in columns:
+        by = ["n_theta"]  # one box per role still summarises a large sweep
+    for field in by:
+        summary = report.plot_role_summary(rows_path, out / f"summary_by_{field}.png",
+                                           f"{name} ({scale}): {metric_label} by role", by=field,
+                                           label=label.format("non-linear"))
+        report.write_csv(summary, out / f"summary_by_{field}.csv")
+        written += [f"summary_by_{field}.png", f"summary_by_{field}.csv"]
+    if settings:
+        report.write_csv(report.factor_summary(rows_path), out / "factor_summary.csv")
+        written.append("factor_summary.csv")
+    jobs = record.get("jobs", {})
+    failed = [j for j in jobs.values() if j["status"] != "ok"]
+    missing = record.get("missing_chunks", [])
+    print(f"wrote {out}/{{{','.join(written)}}} in {record.get('total_seconds', 0):.0f} s;"
+          f" {len(failed)} of {len(jobs)} runs failed"
+          + (f"; {len(missing)} chunks missing" if missing else ""))
+    return 0
+
+
+_FIXED_COLUMNS = {"experiment", "run", "setting", "seed", "encoder", "factor", "role", "r2_linear",
+                  "r2_nonlinear", "mcc_linear", "mcc_nonlinear"}
+
+
+def _columns(path: Path) -> list[str]:
+    if not path.exists() or path.stat().st_size == 0:
+        return []
+    with open(path) as f:
+        return f.readline().strip().split(",")
+
+
+def _distinct(path: Path, column: str) -> list[str]:
+    """Distinct values of one results.csv column, in order of appearance (streaming)."""
+    import csv
+
+    if column not in _columns(path):
+        return []
+    seen: dict[str, None] = {}
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            seen.setdefault(r[column], None)
+    return list(seen)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Rebuild results.csv, sweep.json, tables and plots of a sweep directory from its chunk files."""
+    from mmjax.train.sweep import assemble
+
+    out = Path(args.dir)
+    if not (out / "plan.json").exists():
+        raise ConfigError(f"DIR={str(out)!r} is invalid: no plan.json there (not a sweep output dir)")
+    record = assemble(out)
+    old = out / "sweep.json"
+    if old.exists():
+        prev = json.loads(old.read_text())
+        record.update({k: prev[k] for k in ("scale", "total_seconds") if k in prev})
+    old.write_text(json.dumps(record, indent=2, default=str))
+    return _write_report(out, record, metric_label=record.get("metric_label", "non-linear R²"))
 
 
 def _method_sweep(args: argparse.Namespace, sweep) -> int:
@@ -180,7 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--chunk", type=int, default=8, help="runs vmapped together per compiled call")
     sweep.add_argument("--set", action="append", metavar="FIELD=VALUE",
                        help="override any config field, e.g. --set batch=64 --set widths=32,32")
+    sweep.add_argument("--grid", action="append", metavar="FIELD=VALUES",
+                       help="sweep a field: lr=1e-3,1e-2 | lr=1e-3:1e-1:log5 | theta=all | theta=size:3 |"
+                            " rho=all-proper | theta=1+2,3 (Cartesian product over --grid flags and seeds)")
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="print runs, compile groups, chunks and a wall-time estimate (one timed chunk)")
+    sweep.add_argument("--no-estimate", action="store_true", help="with --dry-run: skip the timed chunk")
+    sweep.add_argument("--coordinator", default=None, help="multi-host: host:port of process 0")
+    sweep.add_argument("--num_processes", type=int, default=None, help="multi-host: number of processes")
+    sweep.add_argument("--process_id", type=int, default=None, help="multi-host: this process's index")
     sweep.set_defaults(func=cmd_sweep)
+    rep = sub.add_parser("report", help="rebuild a sweep directory's results.csv, tables and plots")
+    rep.add_argument("dir", help="a sweep output directory (holds plan.json and chunks/)")
+    rep.set_defaults(func=cmd_report)
     train = sub.add_parser("train", help="train a two-tower model from a config file (resumes a workdir)")
     train.add_argument("--config", required=True, help="a config file with get_config() (or its name)")
     train.add_argument("--workdir", default=None, help="output directory (default runs/<config name>)")

@@ -24,15 +24,138 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
+SCORES = ("r2_linear", "r2_nonlinear", "mcc_linear", "mcc_nonlinear")
+INTS = ("run", "seed", "n_theta", "n_rho")
+
+
 def read_csv(path: Path) -> list[dict]:
-    """Read a results.csv back (numbers stay strings except r2 columns)."""
+    """Read a results.csv back: score columns as floats, run/seed/|θ|/|ρ| as ints, others strings."""
     with open(path) as f:
         rows = list(csv.DictReader(f))
     for r in rows:
-        for k in ("r2_linear", "r2_nonlinear", "mcc_linear", "mcc_nonlinear"):
+        for k in SCORES:
             if r.get(k) not in (None, ""):
                 r[k] = float(r[k])
+        for k in INTS:
+            if r.get(k) not in (None, ""):
+                r[k] = int(r[k])
     return rows
+
+
+def load_results(out_dir: Path):
+    """A sweep's results.csv as a pandas DataFrame (pandas is optional: `pip install pandas`)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError("load_results needs pandas (pip install pandas); "
+                          "mmjax.report.read_csv reads the same file without it") from None
+    return pd.read_csv(Path(out_dir) / "results.csv", keep_default_na=False, na_values=[""])
+
+
+def _score_columns(path: Path, by: str, metric: str):
+    """Stream results.csv: (encoder, role, factor, x value, score) columns, skipping s̃ and blocks."""
+    enc, role, factor, xs, score = [], [], [], [], []
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            if r["factor"].startswith("s_tilde") or r["factor"] == "s_unbiased":
+                continue
+            v = _value(r, metric)
+            if not np.isfinite(v):
+                continue
+            enc.append(r["encoder"])
+            role.append(r["role"])
+            factor.append(r["factor"])
+            xs.append(r.get(by, ""))
+            score.append(v)
+    return enc, role, factor, xs, np.asarray(score)
+
+
+def _sort_key(v: str):
+    try:
+        return (0, float(v), v)
+    except ValueError:
+        return (1, 0.0, v)
+
+
+ROLE_COLOURS = {"unbiased": "tab:green", "omitted": "tab:red", "perturbed": "tab:orange",
+                "specific": "tab:grey", "downstream": "tab:blue"}
+
+
+def plot_role_summary(path: Path, out: Path, title: str, by: str = "n_theta",
+                      metric: str = "r2_nonlinear", label: str | None = None) -> list[dict]:
+    """Box plots of a score by role (unbiased / omitted / perturbed / specific) against `by`.
+
+    Reads results.csv at `path` streaming, so it serves sweeps of 10⁵ runs; one panel per encoder.
+    Returns the summary rows (encoder, by value, role, count, mean, quartiles, min, max).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    enc, role, _, xs, score = _score_columns(path, by, metric)
+    if not score.size:
+        return []
+    encoders = [e for e in ("x", "t", "downstream") if e in set(enc)]
+    roles = [r for r in ROLE_COLOURS if r in set(role)]
+    xvals = sorted(set(xs), key=_sort_key)
+    enc_a, role_a, xs_a = np.asarray(enc), np.asarray(role), np.asarray(xs)
+    summary = []
+    fig, axes = plt.subplots(1, len(encoders), squeeze=False, sharey=True,
+                             figsize=(max(5.0, 0.55 * len(xvals) * len(roles)) * len(encoders) / 1.6, 3.6))
+    width = 0.8 / len(roles)
+    for ax, e in zip(axes[0], encoders, strict=True):
+        for ri, rname in enumerate(roles):
+            data, pos = [], []
+            for xi, xv in enumerate(xvals):
+                vals = score[(enc_a == e) & (role_a == rname) & (xs_a == xv)]
+                if vals.size:
+                    data.append(vals)
+                    pos.append(xi + (ri - (len(roles) - 1) / 2) * width)
+                    q = np.percentile(vals, [0, 25, 50, 75, 100])
+                    summary.append({"encoder": e, by: xv, "role": rname, "count": int(vals.size),
+                                    "mean": float(vals.mean()), "min": q[0], "q25": q[1],
+                                    "median": q[2], "q75": q[3], "max": q[4]})
+            if data:
+                bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True,
+                                showfliers=True, flierprops={"markersize": 2})
+                for box in bp["boxes"]:
+                    box.set_facecolor(ROLE_COLOURS[rname])
+                    box.set_alpha(0.7)
+                ax.plot([], [], "s", color=ROLE_COLOURS[rname], label=rname)
+        ax.set_xticks(range(len(xvals)), xvals, fontsize=8)
+        ax.set_xlabel({"n_theta": "|θ| (number of selected semantics)",
+                       "n_rho": "|ρ| (number of perturbed semantics)"}.get(by, by))
+        ax.set_title(ENCODER_NAMES.get(e, e), fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].set_ylabel(label or metric.replace("_", " "))
+    axes[0, -1].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return summary
+
+
+def factor_summary(path: Path, metric: str = "r2_nonlinear") -> list[dict]:
+    """Per (encoder, factor, role): count, mean and quartiles of a score over all runs (streaming)."""
+    enc, role, factor, _, score = _score_columns(path, "setting", metric)
+    cells: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for i, key in enumerate(zip(enc, factor, role, strict=True)):
+        cells[key].append(i)
+    out = []
+    for (e, f, r), idx in sorted(cells.items(), key=lambda kv: (kv[0][0], _factor_order(kv[0][1]), kv[0][2])):
+        vals = score[idx]
+        q = np.percentile(vals, [25, 50, 75])
+        out.append({"encoder": e, "factor": f, "role": r, "count": len(idx), "mean": float(vals.mean()),
+                    "q25": q[0], "median": q[1], "q75": q[2]})
+    return out
+
+
+def _factor_order(name: str):
+    digits = "".join(ch for ch in name if ch.isdigit())
+    return (0 if name.startswith("s") and digits else 1, int(digits) if digits else 0, name)
 
 
 def write_json(record: dict, path: Path) -> None:

@@ -66,3 +66,10 @@ def parse_overrides(cfg, overrides: dict[str, str]) -> dict:
 def apply_overrides(cfg, overrides: dict[str, str]):
     """Return dataclass `cfg` with `field=value` strings applied (re-validated by its __post_init__)."""
     return dataclasses.replace(cfg, **parse_overrides(cfg, overrides))
+
+
+def override(cfg, overrides: dict[str, str]):
+    """`cfg.with_overrides(overrides)` where the config defines it (it resolves linked fields, e.g.
+    theta and theta_code), else the plain dataclass replacement of `apply_overrides`."""
+    method = getattr(cfg, "with_overrides", None)
+    return method(overrides) if method is not None else apply_overrides(cfg, overrides)

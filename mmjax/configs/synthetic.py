@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.configs.common import _fail, parse_overrides
+from mmjax.eval.downstream import METRICS
 from mmjax.latent import codes
 from mmjax.latent.simulator import Bias, LatentShape
 from mmjax.models.mlp import paper_widths
@@ -23,6 +24,7 @@ from mmjax.train.synthetic import (
     OUTPUT_NORMS,
     RunParams,
     RunStatic,
+    target_names,
 )
 
 SCALES = ("smoke", "cpu", "paper")
@@ -218,6 +220,31 @@ class SyntheticConfig:
             enc_mask=f(enc_mask), lr=f(self.lr), tau=f(self.tau), alpha=f(self.alpha),
             clip_norm=f(self.clip_norm),
         )
+
+    def result_rows(self, res) -> list[dict]:
+        """results.csv rows of one run (a RunResult): one per encoder and reported factor.
+
+        Identifiability runs report every s_i with its role, each perturbed s̃_i, the unbiased block
+        and m_x, m_t, for both encoders; downstream runs report downstream.METRICS (image encoder).
+        """
+        if self.eval_kind == "downstream":
+            names, encoders = list(METRICS), ("x",)
+            wanted = [(m, "downstream") for m in METRICS]
+        else:
+            names, encoders = target_names(self.latent_shape(), self.eval_tilde), ("x", "t")
+            wanted = [(f"s{i + 1}", self.role(i)) for i in range(self.n_s)]
+            wanted += [(f"s_tilde{i + 1}", "perturbed") for i in self._rho_set]
+            wanted += [("s_unbiased", "unbiased"), ("m_x", "specific"), ("m_t", "specific")]
+            wanted = [(n, r) for n, r in wanted if n in names]
+        return [{"encoder": enc, "factor": name, "role": role, "n_theta": len(self._theta_set),
+                 "n_rho": len(self._rho_set),
+                 "r2_linear": float(res.r2_linear[e, names.index(name)]),
+                 "r2_nonlinear": float(res.r2_nonlinear[e, names.index(name)])}
+                for e, enc in enumerate(encoders) for name, role in wanted]
+
+    def with_overrides(self, overrides: dict[str, str]) -> SyntheticConfig:
+        """This config with `--set`-style strings applied (validated)."""
+        return apply_overrides(self, overrides)
 
     def to_dict(self) -> dict:
         """Plain dict of the user-facing fields (for sweep.json)."""

@@ -1,10 +1,18 @@
-"""Sweeps: vmap of whole synthetic runs over (setting, seed), grouped by static shape, chunked,
-sharded over devices, resumable, with per-config status."""
+"""Sweeps: vmap of whole runs over (setting, seed), grouped by static shape, chunked, sharded over
+the local devices, resumable, spread over processes, with per-run status.
+
+Every chunk is written to `out_dir/chunks/` as it finishes (its results `.npz`, its results.csv rows
+`.csv` and its job records `.json`), so memory stays bounded and a killed sweep resumes where it
+stopped. `results.csv` and `sweep.json` are assembled from the chunk files at the end (on process 0),
+and `assemble(out_dir)` rebuilds them at any time (`mmjax report DIR`).
+"""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
+import io
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -16,17 +24,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mmjax.configs.synthetic import SyntheticConfig
-from mmjax.eval.downstream import METRICS
-from mmjax.train.synthetic import RunResult, RunStatic, target_names
+from mmjax.configs.common import ConfigError
+from mmjax.configs.grid import GridAxis, expand
+from mmjax.train.synthetic import RunResult
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One column of a paper figure: a label and the config it runs."""
+    """One column of a paper figure (or one grid point): a label and the config it runs."""
 
     label: str
-    config: SyntheticConfig  # or any config with to_static/to_params/to_dict/result_rows
+    config: object  # any config with to_static/to_params/to_dict/result_rows (see configs.protocol)
+    grid: tuple[tuple[str, str], ...] = ()  # (field, value) of the grid point, results.csv columns
 
 
 @dataclass(frozen=True)
@@ -36,8 +45,16 @@ class Experiment:
     name: str
     settings: tuple[Setting, ...]
     description: str = ""
-    seeds: int = 3
     metric_label: str = "non-linear R²"  # what the heatmap cells show
+
+
+def with_grid(experiment: Experiment, axes: Sequence[GridAxis], override: Callable) -> Experiment:
+    """The experiment's settings × the grid (identical configs merged); see `mmjax.configs.grid`."""
+    if not axes:
+        return experiment
+    points = expand([(s.label, s.config) for s in experiment.settings], axes, override)
+    settings = tuple(Setting(label, cfg, tuple(chosen.items())) for label, cfg, chosen in points)
+    return dataclasses.replace(experiment, settings=settings)
 
 
 @dataclass
@@ -53,13 +70,23 @@ class Job:
 class Group:
     """Jobs sharing one static config, hence one compiled program."""
 
-    static: RunStatic
+    static: object
     jobs: list[Job] = field(default_factory=list)
+
+
+@dataclass
+class Chunk:
+    """Up to `size` jobs of one group, run by one compiled call (padded to `size`)."""
+
+    index: int
+    group: int
+    jobs: list[Job]
+    size: int
 
 
 def group_jobs(experiment: Experiment, seeds: Sequence[int]) -> list[Group]:
     """All (setting, seed) jobs grouped by their static config, in first-seen order."""
-    groups: dict[RunStatic, Group] = {}
+    groups: dict[object, Group] = {}
     index = 0
     for setting in experiment.settings:
         static = setting.config.to_static()
@@ -69,60 +96,143 @@ def group_jobs(experiment: Experiment, seeds: Sequence[int]) -> list[Group]:
     return list(groups.values())
 
 
+def plan_chunks(groups: Sequence[Group], chunk_size: int, n_devices: int) -> list[Chunk]:
+    """Each group's jobs spread evenly over the fewest chunks of at most chunk_size (rounded up to a
+    device multiple), so padding the last chunk wastes little: 10 jobs run as 2 x 5, not 8 + 8."""
+    chunk_size = max(n_devices, -(-chunk_size // n_devices) * n_devices)
+    chunks: list[Chunk] = []
+    for gi, g in enumerate(groups):
+        n_chunks = -(-len(g.jobs) // chunk_size)
+        even = -(-len(g.jobs) // n_chunks)
+        size = -(-even // n_devices) * n_devices
+        for i in range(0, len(g.jobs), size):
+            chunks.append(Chunk(len(chunks), gi, g.jobs[i: i + size], size))
+    return chunks
+
+
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def chunk_stem(chunk: Chunk, static) -> str:
+    """File stem of a chunk: its first run index (for ordering) and a digest of everything it runs."""
+    key = _digest([dataclasses.asdict(static), [(j.setting.config.to_dict(), j.seed) for j in chunk.jobs]])
+    return f"r{chunk.jobs[0].index:07d}_g{chunk.group}_{key}"
 
 
 def _stack(trees):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def _sweep_mesh() -> Mesh:
-    return Mesh(np.array(jax.devices()), ("sweep",))
+def _local_mesh() -> Mesh:
+    """The sweep axis over this process's devices (processes run disjoint chunks)."""
+    return Mesh(np.array(jax.local_devices()), ("sweep",))
 
 
 class Runner:
-    """Compiles each group's vmapped run once and evaluates chunks of jobs, sharded over devices."""
+    """Compiles one group's vmapped run once and evaluates chunks of jobs, sharded over devices."""
 
-    def __init__(self, group: Group, mesh: Mesh, chunk_size: int):
-        self.group = group
+    def __init__(self, static, mesh: Mesh, chunk_size: int):
+        self.static = static
         self.chunk_size = chunk_size
-        self.mesh = mesh
         # Any static config with build_run() / draw_world(key) can be swept (synthetic latents,
         # rendered image-text scenes).
-        self.run = group.static.build_run()
+        self.run = static.build_run()
         shard = NamedSharding(mesh, PartitionSpec("sweep"))
         self._fn = jax.jit(jax.vmap(self.run), in_shardings=shard, out_shardings=shard)
-        self._world = jax.jit(jax.vmap(group.static.draw_world))
+        # One world at a time: a world's draw needs ~0.4 GB of temporaries at the cpu recipe (25 000
+        # candidate mixing matrices per layer), so drawing all seeds in one vmapped call grew with N.
+        self._world = jax.jit(static.draw_world)
         self._worlds: dict[int, object] = {}
         self.compile_seconds = 0.0
-        self.run_seconds = 0.0
         self._compiled = None
 
     def worlds(self, seeds: Sequence[int]):
         """Per-seed worlds (drawn once per seed and shared across settings)."""
-        missing = sorted({s for s in seeds if s not in self._worlds})
-        if missing:
-            keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 0) for s in missing])
-            drawn = self._world(keys)
-            for i, s in enumerate(missing):
-                self._worlds[s] = jax.tree.map(lambda x, i=i: x[i], drawn)
+        for s in seeds:
+            if s not in self._worlds:
+                self._worlds[s] = self._world(jax.random.fold_in(jax.random.key(s), 0))
         return _stack([self._worlds[s] for s in seeds])
 
-    def __call__(self, jobs: Sequence[Job]) -> RunResult:
-        """Run up to chunk_size jobs (padded to chunk_size, so one compile) and return host arrays."""
+    def inputs(self, jobs: Sequence[Job]):
+        """(params, worlds, keys) of jobs padded to chunk_size (so every chunk shares one compile)."""
         padded = list(jobs) + [jobs[-1]] * (self.chunk_size - len(jobs))
         params = _stack([j.setting.config.to_params() for j in padded])
         worlds = self.worlds([j.seed for j in padded])
         keys = jnp.stack([jax.random.fold_in(jax.random.key(j.seed), 1) for j in padded])
-        if self._compiled is None:
-            start = time.perf_counter()
-            self._compiled = self._fn.lower(params, worlds, keys).compile()
-            self.compile_seconds = time.perf_counter() - start
+        return params, worlds, keys
+
+    def compile(self, jobs: Sequence[Job]) -> float:
+        """Compile for these jobs' inputs if not done yet; the seconds it took (0 if cached)."""
+        if self._compiled is not None:
+            return 0.0
         start = time.perf_counter()
-        out = jax.tree.map(lambda x: np.asarray(x)[: len(jobs)], self._compiled(params, worlds, keys))
-        self.run_seconds += time.perf_counter() - start
-        return out
+        self._compiled = self._fn.lower(*self.inputs(jobs)).compile()
+        self.compile_seconds = time.perf_counter() - start
+        return self.compile_seconds
+
+    def __call__(self, jobs: Sequence[Job]) -> tuple[RunResult, float]:
+        """Run up to chunk_size jobs; host arrays of the real jobs and the run seconds."""
+        self.compile(jobs)
+        args = self.inputs(jobs)
+        start = time.perf_counter()
+        out = jax.tree.map(lambda x: np.asarray(x)[: len(jobs)], self._compiled(*args))
+        return out, time.perf_counter() - start
+
+
+def job_status(res: RunResult, log_every: int) -> str:
+    """'ok', or 'failed: ...' when the loss or an evaluation went non-finite."""
+    if (np.all(np.isfinite(res.loss_curve)) and np.all(np.isfinite(res.r2_linear))
+            and np.all(np.isfinite(res.r2_nonlinear))):
+        return "ok"
+    bad = np.flatnonzero(~np.isfinite(res.loss_curve))
+    return "failed: " + (f"loss non-finite from step ~{int(bad[0]) * log_every}" if bad.size
+                         else "non-finite evaluation")
+
+
+def job_rows(experiment: Experiment, job: Job, res: RunResult) -> list[dict]:
+    """results.csv rows of one finished job: its identity, grid values, then the config's rows."""
+    base = {"experiment": experiment.name, "run": job.index, "setting": job.setting.label,
+            "seed": job.seed, **dict(job.setting.grid)}
+    return [{**base, **row} for row in job.setting.config.result_rows(res)]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _rows_csv(rows: list[dict]) -> bytes:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def _run_chunk(experiment: Experiment, chunk: Chunk, runner: Runner, static, stem: Path) -> None:
+    """Run one chunk and write its .npz, .csv and (last, marking it complete) .json."""
+    compile_s = runner.compile(chunk.jobs)
+    out, run_s = runner(chunk.jobs)
+    buf = io.BytesIO()
+    np.savez(buf, **out._asdict())
+    _write_atomic(stem.with_suffix(".npz"), buf.getvalue())
+    jobs, rows = {}, []
+    for i, job in enumerate(chunk.jobs):
+        res = jax.tree.map(lambda x, i=i: x[i], out)
+        status = job_status(res, static.log_every)
+        jobs[str(job.index)] = {"setting": job.setting.label, "seed": job.seed, "status": status,
+                                "final_loss": float(res.loss_curve[-1]),
+                                "config": job.setting.config.to_dict()}
+        if status == "ok":
+            rows += job_rows(experiment, job, res)
+    _write_atomic(stem.with_suffix(".csv"), _rows_csv(rows))
+    meta = {"chunk": chunk.index, "group": chunk.group, "runs": len(chunk.jobs), "size": chunk.size,
+            "compile_seconds": compile_s, "run_seconds": run_s, "finished_at": time.time(),
+            "process": jax.process_index(), "jobs": jobs}
+    _write_atomic(stem.with_suffix(".json"), json.dumps(meta, default=str).encode())
 
 
 def run_sweep(
@@ -134,119 +244,161 @@ def run_sweep(
 ) -> dict:
     """Run every job of the experiment, resuming finished chunks from `out_dir/chunks`.
 
-    Returns the sweep record (also written to `out_dir/sweep.json`) with per-job results.
+    With several JAX processes (`jax.distributed`), process p runs chunks p, p + P, p + 2P, ... on its
+    own devices; the chunk files then reach process 0 (directly on shared storage, otherwise sent
+    over the distributed runtime), which writes results.csv and sweep.json. Returns the sweep record.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
     chunk_dir = out_dir / "chunks"
-    chunk_dir.mkdir(exist_ok=True)
-    mesh = _sweep_mesh()
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    started_at, started = time.time(), time.perf_counter()
+    mesh = _local_mesh()
     groups = group_jobs(experiment, seeds)
-    n_dev = mesh.devices.size
-    chunk_size = max(n_dev, -(-chunk_size // n_dev) * n_dev)
-    # Spread each group's jobs evenly over the fewest chunks of at most chunk_size (rounded up to a
-    # device multiple), so padding the last chunk wastes little: 10 jobs run as 2 x 5, not 8 + 8.
-    sizes = []
-    for g in groups:
-        n_chunks = -(-len(g.jobs) // chunk_size)
-        even = -(-len(g.jobs) // n_chunks)
-        sizes.append(-(-even // n_dev) * n_dev)
-    plan = [(gi, g.jobs[i: i + size]) for gi, (g, size) in enumerate(zip(groups, sizes, strict=True))
-            for i in range(0, len(g.jobs), size)]
-    record = {
-        "experiment": experiment.name, "description": experiment.description,
-        "seeds": list(seeds), "devices": [str(d) for d in jax.devices()],
-        "jax_version": jax.__version__, "groups": [], "jobs": {},
-    }
-    results: dict[int, dict] = {}
-    started = time.perf_counter()
-    bar = progress(total=sum(len(c) for _, c in plan), unit="run") if progress else None
+    chunks = plan_chunks(groups, chunk_size, mesh.devices.size)
+    me, procs = jax.process_index(), jax.process_count()
+    mine = [c for c in chunks if c.index % procs == me]
+    stems = {c.index: chunk_dir / chunk_stem(c, groups[c.group].static) for c in chunks}
+    bar = progress(total=sum(len(c.jobs) for c in mine), unit="run") if progress else None
     runners: dict[int, Runner] = {}
-    for group in groups:
-        record["groups"].append({"static": dataclasses.asdict(group.static), "jobs": len(group.jobs),
-                                 "compile_seconds": 0.0, "run_seconds": 0.0, "resumed_chunks": 0})
-    for gi, chunk in plan:
-        group = groups[gi]
-        key = _digest([dataclasses.asdict(group.static),
-                       [(j.setting.config.to_dict(), j.seed) for j in chunk]])
-        path = chunk_dir / f"group{gi}_{key}.npz"
-        grec = record["groups"][gi]
-        if path.exists():
-            with np.load(path) as f:
-                out = RunResult(**{k: f[k] for k in RunResult._fields})
-            grec["resumed_chunks"] += 1
-        else:
-            if gi not in runners:
-                runners[gi] = Runner(group, mesh, sizes[gi])
-            runner = runners[gi]
-            out = runner(chunk)
-            grec["compile_seconds"], grec["run_seconds"] = runner.compile_seconds, runner.run_seconds
-            np.savez(path.with_suffix(".tmp.npz"), **out._asdict())
-            path.with_suffix(".tmp.npz").replace(path)
-        for i, job in enumerate(chunk):
-            res = jax.tree.map(lambda x, i=i: x[i], out)
-            results[job.index] = {"job": job, "result": res}
-            record["jobs"][str(job.index)] = _job_record(job, res, group.static)
+    failed = 0
+    for chunk in mine:
+        stem = stems[chunk.index]
+        if not stem.with_suffix(".json").exists():
+            if chunk.group not in runners:
+                runners[chunk.group] = Runner(groups[chunk.group].static, mesh, chunk.size)
+            _run_chunk(experiment, chunk, runners[chunk.group], groups[chunk.group].static, stem)
         if bar is not None:
-            bar.update(len(chunk))
-            failed = sum(r["status"] != "ok" for r in record["jobs"].values())
-            bar.set_postfix(group=f"{gi + 1}/{len(groups)}", failed=failed)
+            meta = json.loads(stem.with_suffix(".json").read_text())
+            failed += sum(j["status"] != "ok" for j in meta["jobs"].values())
+            bar.update(len(chunk.jobs))
+            bar.set_postfix(group=f"{chunk.group + 1}/{len(groups)}", failed=failed)
     if bar is not None:
         bar.close()
+    if procs > 1:
+        _collect_on_process_0(chunk_dir, [stems[c.index] for c in mine])
+    plan = {"experiment": experiment.name, "description": experiment.description,
+            "metric_label": experiment.metric_label, "seeds": list(seeds),
+            "runs": sum(len(g.jobs) for g in groups), "processes": procs,
+            "devices": [str(d) for d in jax.devices()], "jax_version": jax.__version__,
+            "started_at": started_at,
+            "groups": [{"static": dataclasses.asdict(g.static), "jobs": len(g.jobs)} for g in groups],
+            "chunks": [stems[c.index].name for c in chunks]}
+    (out_dir / "plan.json").write_text(json.dumps(plan, default=str))
+    if me != 0:
+        return {**plan, "total_seconds": time.perf_counter() - started}
+    record = assemble(out_dir)
     record["total_seconds"] = time.perf_counter() - started
-    record["results"] = results
+    (out_dir / "sweep.json").write_text(json.dumps(record, indent=2, default=str))
     return record
 
 
-def _job_record(job: Job, res: RunResult, static: RunStatic) -> dict:
-    """sweep.json entry of one job: its config, status and final loss."""
-    finite = bool(np.all(np.isfinite(res.loss_curve)) and np.all(np.isfinite(res.r2_linear))
-                  and np.all(np.isfinite(res.r2_nonlinear)))
-    status = "ok"
-    if not finite:
-        bad = np.flatnonzero(~np.isfinite(res.loss_curve))
-        where = f"loss non-finite from step ~{int(bad[0]) * static.log_every}" if bad.size else (
-            "non-finite evaluation")
-        status = f"failed: {where}"
-    return {
-        "setting": job.setting.label, "seed": job.seed, "status": status,
-        "final_loss": float(res.loss_curve[-1]), "config": job.setting.config.to_dict(),
-    }
+def assemble(out_dir: Path) -> dict:
+    """Rebuild results.csv and the sweep record from `plan.json` and the chunk files (streaming).
+
+    A chunk that finished before the plan's start time counts as resumed. Missing chunks (a killed
+    run) are listed under "missing_chunks"; results.csv then holds the finished ones.
+    """
+    out_dir = Path(out_dir)
+    plan = json.loads((out_dir / "plan.json").read_text())
+    record = {k: v for k, v in plan.items() if k != "chunks"}
+    for g in record["groups"]:
+        g.update(compile_seconds=0.0, run_seconds=0.0, resumed_chunks=0)
+    record["jobs"], missing = {}, []
+    header: list[str] | None = None
+    tmp = out_dir / "results.csv.tmp"
+    with open(tmp, "w", newline="") as out:
+        for name in plan["chunks"]:
+            stem = out_dir / "chunks" / name
+            if not stem.with_suffix(".json").exists():
+                missing.append(name)
+                continue
+            meta = json.loads(stem.with_suffix(".json").read_text())
+            grec = record["groups"][meta["group"]]
+            if meta["finished_at"] < plan["started_at"]:
+                grec["resumed_chunks"] += 1
+            else:
+                grec["compile_seconds"] += meta["compile_seconds"]
+                grec["run_seconds"] += meta["run_seconds"]
+            record["jobs"].update(meta["jobs"])
+            with open(stem.with_suffix(".csv")) as f:
+                lines = f.read().splitlines(keepends=True)
+            if not lines:
+                continue
+            if header is None:
+                header = lines[0].rstrip("\n").split(",")
+                out.write(lines[0])
+            elif lines[0].rstrip("\n").split(",") != header:
+                raise ConfigError(f"{stem}.csv has columns {lines[0].strip()}; other chunks have "
+                                  f"{','.join(header)} (mixed experiments in one --out?)")
+            out.writelines(lines[1:])
+    tmp.replace(out_dir / "results.csv")
+    record["jobs"] = dict(sorted(record["jobs"].items(), key=lambda kv: int(kv[0])))
+    record["missing_chunks"] = missing
+    return record
 
 
-def tidy_rows(experiment: Experiment, record: dict) -> list[dict]:
-    """results.csv rows: one per (setting, seed, encoder, factor) of every successful job."""
-    rows = []
-    for idx in sorted(record["results"]):
-        entry = record["results"][idx]
-        job, res = entry["job"], entry["result"]
-        if record["jobs"][str(idx)]["status"] != "ok":
-            continue
-        cfg = job.setting.config
-        if hasattr(cfg, "result_rows"):
-            base = {"experiment": experiment.name, "setting": job.setting.label, "seed": job.seed}
-            rows += [{**base, **row} for row in cfg.result_rows(res)]
-            continue
-        if cfg.eval_kind == "downstream":
-            names = list(METRICS)
-            wanted, encoders = [(m, "downstream") for m in METRICS], ("x",)
-        else:
-            names = target_names(cfg.latent_shape(), cfg.eval_tilde)
-            wanted, encoders = _reported_targets(cfg, names), ("x", "t")
-        for e, enc in enumerate(encoders):
-            for name, role in wanted:
-                t = names.index(name)
-                rows.append({
-                    "experiment": experiment.name, "setting": job.setting.label,
-                    "seed": job.seed, "encoder": enc, "factor": name, "role": role,
-                    "r2_linear": float(res.r2_linear[e, t]),
-                    "r2_nonlinear": float(res.r2_nonlinear[e, t]),
-                })
-    return rows
+def _allgather_bytes(blob: bytes) -> list[bytes]:
+    """Every process's bytes, on every process (padded to the longest, over the distributed runtime)."""
+    from jax.experimental import multihost_utils as mh
+
+    sizes = np.asarray(mh.process_allgather(np.array(len(blob), np.int64))).reshape(-1)
+    padded = np.frombuffer(blob.ljust(int(sizes.max()) or 1, b"\0"), np.uint8)
+    rows = np.asarray(mh.process_allgather(padded))
+    return [bytes(row[: int(n)]) for row, n in zip(rows, sizes, strict=True)]
 
 
-def _reported_targets(cfg: SyntheticConfig, names: list[str]) -> list[tuple[str, str]]:
-    """(target name, role) pairs reported for a config: every s_i, perturbed s~_i, blocks."""
-    out = [(f"s{i + 1}", cfg.role(i)) for i in range(cfg.n_s)]
-    out += [(f"s_tilde{i + 1}", "perturbed") for i in cfg.rho_set]
-    out += [("s_unbiased", "unbiased"), ("m_x", "specific"), ("m_t", "specific")]
-    return [(n, r) for n, r in out if n in names]
+def _collect_on_process_0(chunk_dir: Path, stems: Sequence[Path], files_per_round: int = 64) -> None:
+    """Send this process's chunk files to process 0 unless it already sees them (shared storage)."""
+    from jax.experimental import multihost_utils as mh
+
+    me = jax.process_index()
+    lists = _allgather_bytes(json.dumps([s.name for s in stems]).encode())
+    visible = me != 0 or all((chunk_dir / n).with_suffix(".json").exists()
+                             for b in lists for n in json.loads(b))
+    visible = bool(np.asarray(mh.broadcast_one_to_all(np.array(visible))))
+    if not visible:
+        files = [s.with_suffix(ext) for s in stems for ext in (".npz", ".csv", ".json")]
+        counts = _allgather_bytes(str(-(-len(files) // files_per_round)).encode())
+        for r in range(max(int(c) for c in counts)):
+            part = files[r * files_per_round: (r + 1) * files_per_round]
+            got = _allgather_bytes(json.dumps({p.name: p.read_bytes().hex() for p in part}).encode())
+            if me != 0:
+                continue
+            for blob in got[1:]:
+                sent = json.loads(blob)
+                # .json last: a chunk counts as complete once its .json exists.
+                for fname in sorted(sent, key=lambda n: n.endswith(".json")):
+                    _write_atomic(chunk_dir / fname, bytes.fromhex(sent[fname]))
+    mh.sync_global_devices("mmjax_sweep_chunks")
+
+
+def dry_run(experiment: Experiment, seeds: Sequence[int], chunk_size: int = 8,
+            time_one: bool = True) -> dict:
+    """The plan (runs, compile groups, chunks) and, timing one chunk, an estimate of the wall time.
+
+    The estimate compiles and runs the first chunk of the first group, then scales: each group pays
+    one compile (taken equal to the measured one) and its chunks cost the measured chunk time times
+    (steps × batch × chunk size) relative to the timed chunk, divided over the processes.
+    """
+    mesh = _local_mesh()
+    groups = group_jobs(experiment, seeds)
+    chunks = plan_chunks(groups, chunk_size, mesh.devices.size)
+    info = {"runs": sum(len(g.jobs) for g in groups), "settings": len(experiment.settings),
+            "seeds": len(seeds), "groups": [], "chunks": len(chunks), "processes": jax.process_count()}
+    for gi, g in enumerate(groups):
+        mine = [c for c in chunks if c.group == gi]
+        info["groups"].append({"runs": len(g.jobs), "chunks": len(mine), "chunk_size": mine[0].size,
+                               "steps": getattr(g.static, "steps", None),
+                               "batch": getattr(g.static, "batch", None)})
+    if not time_one or not chunks:
+        return info
+    first = chunks[0]
+    runner = Runner(groups[first.group].static, mesh, first.size)
+    compile_s = runner.compile(first.jobs)
+    _, run_s = runner(first.jobs)
+    work = lambda g: (g["steps"] or 1) * (g["batch"] or 1) * g["chunk_size"]
+    unit = run_s / work(info["groups"][first.group])
+    total = sum(compile_s + g["chunks"] * unit * work(g) for g in info["groups"])
+    info.update(timed_compile_seconds=compile_s, timed_chunk_seconds=run_s,
+                estimated_seconds=total / max(1, info["processes"]))
+    return info

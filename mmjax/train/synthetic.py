@@ -93,13 +93,6 @@ def batch_whiten(h: Array, mask: Array, eps: float = 1e-4) -> Array:
     return jax.scipy.linalg.solve_triangular(chol, h.T, lower=True).T * mask
 
 
-def result_names(static: RunStatic) -> list[str]:
-    """Names along RunResult's last axis for this static config."""
-    if static.eval_kind == "downstream":
-        return list(downstream.METRICS)
-    return target_names(static.shape, static.eval_tilde)
-
-
 def target_names(shape: LatentShape, with_tilde: bool = True) -> list[str]:
     """Names of the evaluation targets, in the order of RunResult's last axis."""
     s = [f"s{i + 1}" for i in range(shape.n_s)]

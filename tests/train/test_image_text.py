@@ -6,7 +6,8 @@ import pytest
 
 from mmjax.configs.common import ConfigError
 from mmjax.configs.image_text import ImageTextConfig, image_text_cases
-from mmjax.train.sweep import Experiment, Setting, run_sweep, tidy_rows
+from mmjax.report import read_csv
+from mmjax.train.sweep import Experiment, Setting, run_sweep
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -64,7 +65,7 @@ def test_sweep_rows_roles_and_learning(tmp_path):
     exp = Experiment("it", tuple(Setting(label, dataclasses.replace(base, **f)) for label, f in cases))
     record = run_sweep(exp, tmp_path, [0])
     assert all(j["status"] == "ok" for j in record["jobs"].values())
-    rows = tidy_rows(exp, record)
+    rows = read_csv(tmp_path / "results.csv")
     assert len(rows) == 2 * 2 * 9  # settings x encoders x factors
     by = {(r["setting"], r["encoder"], r["factor"]): r for r in rows}
     sel, per = cases[0][0], cases[1][0]
