@@ -139,7 +139,10 @@ def _write_report(out: Path, record: dict, metric_label: str = "non-linear R²")
         written += [f"summary_by_{field}.png", f"summary_by_{field}.csv"]
     if settings:
         report.write_csv(report.factor_summary(rows_path), out / "factor_summary.csv")
-        written.append("factor_summary.csv")
+        check = report.role_check(rows_path)
+        (out / "role_check.json").write_text(json.dumps(check, indent=2))
+        written += ["factor_summary.csv", "role_check.json"]
+        print(report.format_role_check(check))
     jobs = record.get("jobs", {})
     failed = [j for j in jobs.values() if j["status"] != "ok"]
     missing = record.get("missing_chunks", [])

@@ -276,3 +276,51 @@ def plot_grouped_bars(rows: list[dict], path: Path, panels: dict[str, list[str]]
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
+
+
+# The theorem's prediction per role (Cai et al., Thm. 4.1/4.2): unbiased semantics are recovered,
+# omitted and perturbed semantics and modality-specific latents are not. Cells meeting it:
+ROLE_TARGETS = {"unbiased": (">=", 0.9), "omitted": ("<=", 0.15), "perturbed": ("<=", 0.15),
+                "specific": ("<=", 0.15)}
+
+
+def role_check(path: Path, metric: str = "r2_nonlinear", worst: int = 10) -> dict:
+    """Per encoder and role: the fraction of (setting, factor) cells whose seed-mean score meets the
+    role's target (ROLE_TARGETS), and the `worst` cells furthest from it (streaming results.csv)."""
+    sums: dict[tuple[str, str, str, str], list[float]] = {}
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            skip = r["factor"].startswith("s_tilde") or r["factor"] == "s_unbiased"
+            if r["role"] not in ROLE_TARGETS or skip:
+                continue
+            v = _value(r, metric)
+            if np.isfinite(v):
+                cell = sums.setdefault((r["encoder"], r["role"], r["setting"], r["factor"]), [0.0, 0])
+                cell[0] += v
+                cell[1] += 1
+    out: dict[str, dict] = {}
+    for (enc, role, setting, factor), (total, count) in sums.items():
+        op, bound = ROLE_TARGETS[role]
+        mean = total / count
+        entry = out.setdefault(f"{enc}/{role}", {"target": f"{op} {bound}", "cells": 0, "met": 0,
+                                                 "worst": []})
+        entry["cells"] += 1
+        entry["met"] += int(mean >= bound if op == ">=" else mean <= bound)
+        entry["worst"].append((mean if op == ">=" else -mean, setting, factor, mean, count))
+    for entry in out.values():
+        entry["fraction"] = entry["met"] / entry["cells"]
+        entry["worst"] = [{"setting": s, "factor": f, metric: m, "seeds": c}
+                          for _, s, f, m, c in sorted(entry["worst"])[:worst]]
+    return dict(sorted(out.items()))
+
+
+def format_role_check(check: dict, metric: str = "r2_nonlinear") -> str:
+    """One line per encoder/role: cells meeting the target, and the worst cell."""
+    lines = []
+    for key, e in check.items():
+        line = f"{key:18s} {e['met']}/{e['cells']} cells ({100 * e['fraction']:.1f} %) {e['target']}"
+        if e["worst"]:
+            w = e["worst"][0]
+            line += f"; worst {w['factor']} at {w['setting']}: {w[metric]:.2f}"
+        lines.append(line)
+    return "\n".join(lines)

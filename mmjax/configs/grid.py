@@ -7,8 +7,9 @@ Value syntax, per field:
 - a range: `lo:hi:K` (K values, evenly spaced) or `lo:hi:logK` (K values, log-spaced), e.g.
   `lr=1e-3:1e-1:log5`; integer fields need integral values;
 - bias sets: `theta=all` (every non-empty subset of the n_s semantics: 1023 for n_s = 10),
-  `theta=size:K` (every subset of size K), `rho=all-proper` (every proper subset of each θ,
-  ∅ included), `rho=size:K` (every K-subset of each θ, K < |θ|).
+  `theta=size:K` (every subset of size K), `theta=sample:K` (K of the 1023, drawn uniformly without
+  replacement with a fixed seed; `sample:K:SEED` picks another draw), `rho=all-proper` (every proper
+  subset of each θ, ∅ included), `rho=size:K` (every K-subset of each θ, K < |θ|).
 
 The grid is the Cartesian product of its fields. It is applied to every setting of the experiment;
 settings that become identical are merged (so `--grid theta=all` on the 10-setting selection sweep
@@ -80,6 +81,19 @@ def _range_values(axis: GridAxis, integer: bool) -> list[str]:
 def _subsets(universe: Sequence[int], spec: str, axis: GridAxis, proper: bool) -> list[tuple[int, ...]]:
     """Subsets of `universe` (0-based) named by a keyword: all, all-proper, size:K."""
     n = len(universe)
+    if spec.startswith("sample:"):
+        if proper:
+            _fail(axis.field, axis.raw, "sample:K is for theta")
+        every = _subsets(universe, "all", axis, proper=False)
+        try:
+            parts = spec.split(":")
+            k, seed = int(parts[1]), int(parts[2]) if len(parts) > 2 else 0
+        except (ValueError, IndexError):
+            k, seed = -1, 0
+        if not 1 <= k <= len(every):
+            _fail(axis.field, axis.raw, f"sample:K[:SEED] needs 1 <= K <= {len(every)} for n_s={n}")
+        pick = np.random.default_rng(seed).choice(len(every), size=k, replace=False)
+        return [every[i] for i in sorted(pick, key=lambda i: (len(every[i]), every[i]))]
     if spec == "all":
         if proper:
             _fail(axis.field, axis.raw, "rho takes all-proper (every proper subset of θ), not all")
@@ -102,7 +116,8 @@ def _subsets(universe: Sequence[int], spec: str, axis: GridAxis, proper: bool) -
 
 
 def _is_keyword(axis: GridAxis) -> bool:
-    return axis.field in SET_FIELDS and (axis.raw in ("all", "all-proper") or axis.raw.startswith("size:"))
+    return axis.field in SET_FIELDS and (axis.raw in ("all", "all-proper")
+                                         or axis.raw.startswith(("size:", "sample:")))
 
 
 def _set_string(indices: Sequence[int]) -> str:
