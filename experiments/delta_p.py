@@ -1,4 +1,6 @@
-"""The Δ_p demo (SPEC B1): probe CE from aligned vs modality-specific vs raw features over a beta sweep.
+"""The Δ_p demo: probe CE from aligned vs modality-specific vs raw features over a beta sweep.
+
+Jiang et al. (arXiv 2303.05952): exact modality alignment costs at least Δ_p.
 
     python experiments/delta_p.py --out docs/results/delta_p
 """
@@ -65,7 +67,7 @@ def plot(rows: list[dict], path: str) -> None:
                         textcoords="offset points")
     ax.set_xlabel("beta (label dependence on text-only v)")
     ax.set_ylabel("held-out cross-entropy (nats)")
-    ax.set_title("Perfect alignment costs at least Δ_p (SPEC B1)")
+    ax.set_title("Perfect alignment costs at least Δ_p (Jiang et al., 2023)")
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=130)

@@ -1,4 +1,7 @@
-"""Downstream ID/OOD probes of the image representation across selection and perturbation (SPEC A4)."""
+"""Downstream ID/OOD probes of the image representation across selection and perturbation.
+
+The downstream experiment of Cai et al. (arXiv 2504.10143).
+"""
 
 from mmjax.configs.numeric import make_settings
 from mmjax.train.sweep import Experiment

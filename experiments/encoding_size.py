@@ -1,4 +1,7 @@
-"""Encoding size larger than n: I_theta = [3] encoded in 5 dims, independent vs dependent (SPEC A4)."""
+"""Encoding size larger than n: I_theta = [3] encoded in 5 dims, independent vs dependent.
+
+An experiment of Cai et al. (arXiv 2504.10143).
+"""
 
 from mmjax.configs.numeric import make_settings
 from mmjax.train.sweep import Experiment

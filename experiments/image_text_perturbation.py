@@ -1,4 +1,7 @@
-"""Image–text study (SPEC A5): perturbation settings 1–5, ∅ → {background} → +height → +size → +shape."""
+"""Image–text study (Cai et al., arXiv 2504.10143): perturbation settings 1–5.
+
+∅ → {background} → +height → +size → +shape.
+"""
 
 from mmjax.configs.image_text import image_text_experiment
 

@@ -1,4 +1,7 @@
-"""Image–text study (SPEC A5): selection settings 1–5, {colour} → +shape → +size → +height → +background."""
+"""Image–text study (Cai et al., arXiv 2504.10143): selection settings 1–5.
+
+{colour} → +shape → +size → +height → +background.
+"""
 
 from mmjax.configs.image_text import image_text_experiment
 

@@ -1,4 +1,4 @@
-"""Joint selection and perturbation bias: I_theta = [8], I_rho = [2] (SPEC A4)."""
+"""Joint selection and perturbation bias: I_theta = [8], I_rho = [2] (Cai et al., arXiv 2504.10143)."""
 
 from mmjax.configs.numeric import make_settings
 from mmjax.train.sweep import Experiment

@@ -1,4 +1,4 @@
-"""Paper figure: selection bias sweep with dependent latents (SPEC A4)."""
+"""Paper figure (Cai et al., arXiv 2504.10143): selection bias sweep with dependent latents."""
 
 from mmjax.configs.numeric import selection_sweep
 

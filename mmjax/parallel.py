@@ -1,4 +1,6 @@
-"""Meshes, batch sharding, shard_map'd losses and multi-host start-up (SPEC C).
+"""Meshes, batch sharding, shard_map'd losses and multi-host start-up.
+
+See docs/design.md#data-parallelism and docs/design.md#multi-host.
 
 One data axis spans every device of every process. The model runs under plain `jit` on the sharded
 global batch (XLA partitions it); the contrastive loss runs inside `jax.shard_map`, so each device scores

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The image-text misalignment study (SPEC A5) at a scale (default cpu, 3 seeds): the selection and the
-# perturbation panel as two processes side by side, each pinned to half the CPUs
+# The image-text misalignment study (Cai et al., arXiv 2504.10143) at a scale (default cpu, 3 seeds):
+# the selection and the perturbation panel as two processes side by side, each pinned to half the CPUs
 # (scripts/study_lib.sh), written to OUT/<panel>/. Chunks of 5 runs: 15 runs per panel, no padding.
 # Prints and saves the total wall time in OUT/wall_seconds.txt.
 #   bash scripts/image_text_study.sh [OUT] [SCALE] [SEEDS]

@@ -56,8 +56,8 @@ class ClipConfig:
     clip_norm: float = 1.0
     accum_steps: int = 1
     seed: int = 0
-    # latent-modality-structure regularizers (SPEC B3), each added to the loss with its weight (0 = off);
-    # any of them turns on a second augmented view of every example
+    # latent-modality-structure regularizers (Jiang et al., arXiv 2303.05952), each added to the loss
+    # with its weight (0 = off); any of them turns on a second augmented view of every example
     sep_weight: float = 0.0  # L_Sep: independent heads, orthogonality + in-modal InfoNCE + uniformity
     sep_tau: float = 0.1  # temperature of L_Sep's in-modal InfoNCE on the independent features
     br_weight: float = 0.0  # L_Br: augmented image feature pulled to the image-text bridge point

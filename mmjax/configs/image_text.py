@@ -1,4 +1,7 @@
-"""Validated config of one image–text run on rendered scenes (SPEC A5), split into static and traced."""
+"""Validated config of one image–text run on rendered scenes, split into static and traced.
+
+The run follows the image–text experiments of Cai et al. (arXiv 2504.10143) on procedural scenes.
+"""
 
 from __future__ import annotations
 
@@ -189,4 +192,4 @@ def image_text_experiment(name: str, kind: str, scale: str, overrides: dict[str,
             config = replace(config, **CPU_ONE_UNBIASED)
         settings.append(Setting(label, apply_overrides(config, overrides)))
     return Experiment(name, tuple(settings), metric_label="MCC (R² for pos/rotation)",
-                      description=f"image-text {kind} bias on rendered scenes (SPEC A5)")
+                      description=f"image-text {kind} bias on rendered scenes (Cai et al., arXiv 2504.10143)")

@@ -1,4 +1,7 @@
-"""Scales and setting builders for the paper's numeric study (SPEC A4); experiments/ files use them."""
+"""Scales and setting builders for the numeric experiments of Cai et al. (arXiv 2504.10143).
+
+The experiments/ files use them.
+"""
 
 from __future__ import annotations
 
@@ -62,7 +65,7 @@ def selection_sweep(name: str, scale: str, overrides: dict[str, str], dependent:
     cases = [(f"θ={_label(k)}", dict(theta=_prefix(k), rho=())) for k in range(n_s, 0, -1)]
     kind = "dependent" if dependent else "independent"
     return Experiment(name, make_settings(scale, overrides, cases, dependent=dependent),
-                      description=f"selection bias sweep, {kind} latents (SPEC A4)")
+                      description=f"selection bias sweep, {kind} latents (Cai et al., arXiv 2504.10143)")
 
 
 def perturbation_sweep(name: str, scale: str, overrides: dict[str, str], dependent: bool,
@@ -74,4 +77,4 @@ def perturbation_sweep(name: str, scale: str, overrides: dict[str, str], depende
              for k in range(n_s)]
     kind = "dependent" if dependent else "independent"
     return Experiment(name, make_settings(scale, overrides, cases, dependent=dependent),
-                      description=f"perturbation bias sweep, {kind} latents (SPEC A4)")
+                      description=f"perturbation bias sweep, {kind} latents (Cai et al., arXiv 2504.10143)")

@@ -1,4 +1,7 @@
-"""The modality-structures study (SPEC B2–B4): L_Con alone and with each regularizer, on the scenes."""
+"""The modality-structures study of Jiang et al. (arXiv 2303.05952) on the scenes.
+
+L_Con alone and with each regularizer.
+"""
 
 from __future__ import annotations
 
@@ -60,7 +63,8 @@ def modality_structures_sweep(scale: str, overrides: dict[str, str]) -> MethodSw
     return MethodSweep(
         name="modality_structures",
         methods={m: method_config(base, m) for m in methods},
-        description="L_Con alone and with L_Sep, L_Br, L_GC on the procedural scenes (SPEC B3)",
+        description=("L_Con alone and with L_Sep, L_Br, L_GC on the procedural scenes "
+                     "(Jiang et al., arXiv 2303.05952)"),
         panels=panels(),
     )
 

@@ -1,7 +1,8 @@
-"""Validated configuration of one synthetic run (SPEC A1–A3), and its split into static/traced parts.
+"""Validated configuration of one synthetic run, and its split into static/traced parts.
 
-User-facing index sets are 1-based, as in the paper ([3] = {1, 2, 3}); codes are the reference's
-0-based graded-lexicographic codes (see `mmjax.latent.codes`).
+A run is the latent simulator, LpSimCLR training and the identifiability probes of Cai et al.
+(arXiv 2504.10143). User-facing index sets are 1-based, as in the paper ([3] = {1, 2, 3}); codes are
+the reference's 0-based graded-lexicographic codes (see `mmjax.latent.codes`, docs/design.md#subset-codes).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Batched augmentations in pure jax.numpy, one explicit PRNG key per call (SPEC B2's augmented views).
+"""Batched augmentations in pure jax.numpy, one explicit PRNG key per call.
+
+They make the augmented views of L_Con and the regularizers of Jiang et al. (arXiv 2303.05952).
 
 Images are float (B, H, W, C) in [0, 1], as the input pipeline yields them; token rows follow
 `mmjax.data.tokenizer`'s convention `[sot] words [eot] pad...`. Every function is jittable with the

@@ -1,4 +1,6 @@
-"""Loaders for the real files SPEC A5 uses: MPI3D-Complex (.npz) and Causal3DIdent/Multimodal3DIdent folders.
+"""Loaders for MPI3D-Complex (.npz) and Causal3DIdent/Multimodal3DIdent folders.
+
+These are the real datasets of the image–text experiments of Cai et al. (arXiv 2504.10143).
 
 Both return a `RealData`: images (indexable, uint8 (H, W, 3) per example), a factor table (one array per
 factor, row i describing image i) and captions where the data has them. Nothing is downloaded; a missing

@@ -1,4 +1,6 @@
-"""The procedural scenes (`mmjax.data.scenes`) as a tensorflow-datasets dataset on disk (SPEC A5).
+"""The procedural scenes (`mmjax.data.scenes`) as a tensorflow-datasets dataset on disk.
+
+(Storage format: docs/design.md#checkpoints-and-data.)
 
 `build_scenes` renders a `SceneDataConfig` in jitted chunks and writes train/test splits as array_record
 with `write_dataset`, so `tfds.data_source(name, data_dir=...)` (or `load_scenes`) reads them without

@@ -1,4 +1,6 @@
-"""Procedural scenes with captions (SPEC A5): MPI3D's factor structure, rendered in pure jax.numpy.
+"""Procedural scenes with captions: MPI3D's factor structure, rendered in pure jax.numpy.
+
+A stand-in for the MPI3D-Complex and Causal3DIdent image–text experiments of Cai et al. (arXiv 2504.10143).
 
 One object per image on a coloured background. Discrete factors (`DISCRETE`) appear in both the image and
 the caption; continuous factors (`CONTINUOUS`) only in the image; the caption template index (`template`)

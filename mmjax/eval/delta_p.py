@@ -1,4 +1,6 @@
-"""The Δ_p demo (SPEC B1): perfectly aligned features lose the label information one modality lacks.
+"""The Δ_p demo: perfectly aligned features lose the label information one modality lacks.
+
+Jiang et al. (arXiv 2303.05952): exact modality alignment is sub-optimal for downstream prediction.
 
 Discrete latent model: a shared z ~ p(z), an image-only u ~ p(u) and a text-only v ~ p(v), all
 independent; the image is X_V = (z, u), the text is X_T = (z, v) (each embedded by a fixed invertible

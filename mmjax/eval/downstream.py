@@ -1,4 +1,4 @@
-"""Downstream ID/OOD probes on a frozen image representation (SPEC A4, "Downstream")."""
+"""Downstream ID/OOD probes on a frozen image representation (Cai et al., arXiv 2504.10143)."""
 
 from __future__ import annotations
 

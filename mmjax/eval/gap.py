@@ -1,4 +1,7 @@
-"""Modality-gap metrics on image and text embeddings (SPEC B4): centroid gap, alignment, uniformity, cone.
+"""Modality-gap metrics on image and text embeddings: centroid gap, alignment, uniformity, cone.
+
+The modality gap as studied by Jiang et al. (arXiv 2303.05952); alignment and uniformity are those of
+Wang & Isola (2020).
 
 Every metric L2-normalises its inputs first, so raw encoder outputs can be passed directly. Each is a
 jitted ``jax.numpy`` function (usable inside other jitted code); nothing larger than the n × n Gram

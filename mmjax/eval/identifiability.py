@@ -1,4 +1,6 @@
-"""Identifiability probes (SPEC A3): standardisation, R² and linear / kernel-ridge / MLP regressors.
+"""Identifiability probes: standardisation, R² and linear / kernel-ridge / MLP regressors.
+
+The identifiability evaluation of Cai et al. (arXiv 2504.10143).
 
 Everything is float32, shape-static and free of host callbacks so the probes can run inside the
 jitted, vmapped sweep. The non-linear probes re-implement scikit-learn's defaults (GridSearchCV over

@@ -1,4 +1,6 @@
-"""Matthews correlation (MCC) of discrete factors predicted from a representation (SPEC A5).
+"""Matthews correlation (MCC) of discrete factors predicted from a representation.
+
+The metric of the image–text experiments of Cai et al. (arXiv 2504.10143).
 
 Linear probe: multinomial logistic regression (`probes.fit_logistic_regression`); non-linear probe: a
 one-hidden-layer ReLU classifier (100 units, Adam, full batch). Both run on features standardised with

@@ -1,4 +1,4 @@
-"""Linear, k-shot and nearest-class-mean probes on frozen features (SPEC B4).
+"""Linear, k-shot and nearest-class-mean probes on frozen features (as in Jiang et al., arXiv 2303.05952).
 
 The linear probe is multinomial logistic regression fitted full batch by L-BFGS (optax, zoom line
 search) on features standardised with train-split statistics. It minimises

@@ -1,4 +1,6 @@
-"""Image↔text retrieval Recall@K for the two-tower model (SPEC B4), with several captions per image.
+"""Image↔text retrieval Recall@K for the two-tower model, with several captions per image.
+
+One of the downstream evaluations of Jiang et al. (arXiv 2303.05952).
 
 Recalls are fractions in [0, 1] (multiply by 100 for the percentages papers print). Similarity is the
 cosine of the embeddings (normalised inside). Only the n_img × n_txt similarity matrix and masks of the

@@ -1,4 +1,4 @@
-"""Zero-shot classification with prompt templates for the two-tower model (SPEC B4).
+"""Zero-shot classification with prompt templates for the two-tower model (Jiang et al., arXiv 2303.05952).
 
 A class is represented by the mean of its L2-normalised template embeddings, renormalised (as in CLIP,
 open_clip and big_vision); images are scored by cosine similarity against the class embeddings.

@@ -1,4 +1,5 @@
-"""The latent-variable model of SPEC A1 in jax.numpy: latents, selection/perturbation bias, mixings.
+"""The latent-variable model of Cai et al. (arXiv 2504.10143) in jax.numpy: latents, selection/perturbation
+bias, mixings. The causal option is an mmjax extension (docs/design.md#mmjax-extensions).
 
 Everything that only changes values (bias masks, p_change, dependent/causal switches) is a traced
 array, so one compiled program serves every bias setting of the same shape. Shapes come from the

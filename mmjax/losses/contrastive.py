@@ -1,4 +1,8 @@
-"""Contrastive losses as pure functions of embeddings (SPEC A2).
+"""Contrastive losses as pure functions of embeddings.
+
+`lp_simclr_loss` (alignment + entropy on negative squared distances) and `simclr_cosine_loss` are the
+objectives of Cai et al. (arXiv 2504.10143) for its numeric and image–text experiments; `clip_loss` and
+`siglip_loss` are the CLIP and SigLIP objectives; `con_loss` is L_Con of Jiang et al. (arXiv 2303.05952).
 
 Each loss takes the *local* rows of a batch. With `axis_name=None` it is the single-device math; with
 the name of a mapped axis (inside `jax.shard_map`) it gathers the other devices' rows with
@@ -144,7 +148,9 @@ def con_loss(
     max_scale: float = 100.0,
     axis_name: str | None = None,
 ) -> Array:
-    """L_Con of SPEC B2: ¼(L_V2T + L_T2V + L_V2V + L_T2T), in-modal terms against the augmented views.
+    """L_Con = ¼(L_V2T + L_T2V + L_V2V + L_T2T), in-modal terms against the augmented views.
+
+    The base objective of Jiang et al. (arXiv 2303.05952).
 
     `a_aug`, `b_aug` embed a second augmented view of each image and caption; in L_V2V an image's
     positive is its own augmented view and the other rows' augmented views are the negatives.

@@ -1,4 +1,4 @@
-"""Latent-modality-structure regularizers of SPEC B3 as pure functions of embeddings.
+"""Latent-modality-structure regularizers (Jiang et al., arXiv 2303.05952) as pure functions of embeddings.
 
 `sep_loss` (deep feature separation), `bridge_loss` (Brownian bridge) and `gc_loss` (geometric
 consistency, `L_GC + L^a_GC`) each stand alone and are added to `L_Con` with their own weights. Every

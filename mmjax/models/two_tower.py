@@ -30,7 +30,8 @@ class TwoTower(nn.Module):
     """Image tower + text tower, each followed by a bias-free linear head to `embed_dim`, L2-normalised.
 
     With `independent_heads` each tower gets a second linear head, giving the "independent" feature of
-    deep feature separation (SPEC B3) beside the shared one (`img_ind`, `txt_ind` in the output).
+    deep feature separation (Jiang et al., arXiv 2303.05952) beside the shared one (`img_ind`,
+    `txt_ind` in the output).
     `logit_scale` is a log-scale temperature parameter (init log(1/0.07)), clamped to `max_logit_scale`
     (log 100) where used; `logit_bias` (init -10) is the SigLIP bias. Projections and normalisation run
     in float32 whatever the towers' compute dtype, so losses see float32 embeddings.

@@ -1,4 +1,4 @@
-"""Tests for the Δ_p demo (SPEC B1)."""
+"""Tests for the Δ_p demo (Jiang et al., arXiv 2303.05952)."""
 
 import numpy as np
 import pytest

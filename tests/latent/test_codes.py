@@ -1,4 +1,4 @@
-"""SPEC A1: the paper's graded-lexicographic subset codes (0-based, -1 = empty)."""
+"""The paper's graded-lexicographic subset codes (0-based, -1 = empty; docs/design.md#subset-codes)."""
 
 from itertools import combinations
 
@@ -7,7 +7,7 @@ import pytest
 from mmjax.latent.codes import all_subsets, code_from_subset, subset_from_code
 
 N = 10
-# SPEC A1: the prefix sets {1}, [2], ..., [10] (1-based) have these codes for n_s = 10.
+# docs/design.md#subset-codes: the prefix sets {1}, [2], ..., [10] (1-based) have these codes for n_s = 10.
 PREFIX_CODES = [0, 10, 55, 175, 385, 637, 847, 967, 1012, 1022]
 
 

@@ -1,4 +1,4 @@
-"""SPEC A1: real-value checks of the latent-variable simulator."""
+"""Real-value checks of the latent-variable simulator (Cai et al., arXiv 2504.10143)."""
 
 import jax
 import jax.numpy as jnp

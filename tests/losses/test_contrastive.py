@@ -1,4 +1,4 @@
-"""SPEC A2 losses against loop-based float64 numpy references, and their multi-device versions."""
+"""Contrastive losses against loop-based float64 numpy references, and their multi-device versions."""
 
 import math
 from functools import partial

@@ -1,4 +1,4 @@
-"""SPEC B3 regularizers against hand values and float64 numpy formulas, and their multi-device versions."""
+"""Structure regularizers against hand values and float64 numpy formulas, and their multi-device versions."""
 
 import math
 from functools import partial

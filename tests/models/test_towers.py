@@ -1,4 +1,4 @@
-"""SPEC B4 towers: output shapes, pooling, causal and padding masks, the two-tower heads and temperature."""
+"""Two-tower model: output shapes, pooling, causal and padding masks, the two-tower heads and temperature."""
 
 import chex
 import jax
