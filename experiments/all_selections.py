@@ -1,7 +1,8 @@
 """The theorem for every selection: the independent selection setting (I_ρ = ∅) for many θ at once.
 
-Cai et al. (arXiv 2504.10143) test selection bias on ten nested θ = [10], [9], ..., {1} (Fig. 3).
-Their identifiability result (Sec. 4) holds for *every* θ: the learned encoding recovers exactly
+Cai et al. (arXiv 2504.10143) test selection bias on ten nested θ = [10], [9], ..., {1} (their
+numeric experiments).
+Their identifiability result holds for *every* θ: the learned encoding recovers exactly
 the selected semantics s_θ and nothing of the omitted ones or of m_x, m_t. This experiment runs it
 for a uniform sample of 128 of the 1023 non-empty θ ⊆ [10] (fixed draw, `mmjax.configs.grid`),
 cpu recipe:
@@ -27,5 +28,5 @@ def get_experiment(scale: str, overrides: dict[str, str]):
     """128 sampled θ with I_ρ = ∅, independent latents (a --grid theta=... replaces the sample)."""
     base = apply_overrides(base_config(scale, rho=(), dependent=False), overrides)
     exp = Experiment("all_selections", (Setting("θ sample", base),),
-                     description="independent selection bias for a uniform sample of θ (Sec. 4)")
+                     description="independent selection bias for a uniform sample of θ (Cai et al.)")
     return with_grid(exp, parse_grid([f"theta={SAMPLE}"]), override)

@@ -278,8 +278,9 @@ def plot_grouped_bars(rows: list[dict], path: Path, panels: dict[str, list[str]]
     plt.close(fig)
 
 
-# The theorem's prediction per role (Cai et al., Thm. 4.1/4.2): unbiased semantics are recovered,
-# omitted and perturbed semantics and modality-specific latents are not. Cells meeting it:
+# The identifiability result's prediction per role (Cai et al., arXiv 2504.10143): unbiased
+# semantics are recovered; omitted and perturbed semantics and modality-specific latents are not.
+# A (setting, factor) cell meets it when its seed-mean R² is on the right side of the bound:
 ROLE_TARGETS = {"unbiased": (">=", 0.9), "omitted": ("<=", 0.15), "perturbed": ("<=", 0.15),
                 "specific": ("<=", 0.15)}
 
