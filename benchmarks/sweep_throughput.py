@@ -62,12 +62,13 @@ def child(mode: str, n: int, steps: int) -> dict:
     import jax.numpy as jnp
 
     from mmjax.configs.numeric import base_config
+    from mmjax.train.sweep import build_run
 
     # The world's values do not change the cost of a train step; a small candidate search keeps
     # its draw (and its temporaries) out of the compile-memory reading.
     cfg = base_config("cpu", steps=steps, log_every=min(100, steps), cond_samples=500, cond_rank=5)
     static = cfg.to_static()
-    run = static.build_run()
+    run = build_run(static)
     world = jax.jit(static.draw_world)(jax.random.key(0))
     p1 = cfg.to_params()
     if mode == "scan":

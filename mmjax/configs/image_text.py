@@ -6,17 +6,63 @@ The run follows the image–text experiments of Cai et al. (arXiv 2504.10143) on
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from mmjax.configs.common import _fail
-from mmjax.data.scenes import DISCRETE, SceneConfig, caption_max_len, scene_vocab
-from mmjax.train.image_text import LABELLED, TARGETS, ImageTextParams, ImageTextStatic
-from mmjax.train.synthetic import RunResult
+from mmjax.data.scenes import CONTINUOUS, DISCRETE, SceneConfig, caption_max_len, scene_vocab
 
 SCHEDULES = ("constant", "cosine")
 NEGATIVES = ("all", "cross")  # in-modal and cross-modal negatives, or cross-modal only
 MAX_ENCODING = 16  # static output width; the traced mask selects the encoding size
+
+
+LABELLED = (*DISCRETE, "template")  # discrete targets (MCC); CONTINUOUS targets get R²
+TARGETS = (*LABELLED, *CONTINUOUS)
+
+
+@dataclass(frozen=True)
+class ImageTextStatic:
+    """Shapes and program structure of an image–text run (one compile per distinct value).
+
+    No defaults: `ImageTextConfig.to_static()` fills every field, and
+    `mmjax.train.image_text.make_image_text_run(static)` builds the run it describes.
+    """
+
+    scene: SceneConfig
+    channels: tuple[int, ...]
+    hidden: int
+    enc_dim: int
+    vocab_size: int
+    max_len: int
+    batch: int
+    steps: int
+    schedule: str
+    log_every: int
+    eval_fit: int
+    eval_test: int
+    probe_steps: int
+    probe_epochs: int
+
+    def draw_world(self, key: jax.Array) -> jax.Array:
+        """Scenes have no per-seed structure to draw (rendering is fixed); a placeholder leaf."""
+        return jnp.zeros(())
+
+
+class ImageTextParams(NamedTuple):
+    """Per-run traced values."""
+
+    selected: jax.Array  # (5,) 0/1 over DISCRETE
+    perturbed: jax.Array  # (5,) 0/1 over DISCRETE
+    p_change: jax.Array
+    enc_mask: jax.Array  # (enc_dim,) 0/1: the encoding size
+    lr: jax.Array
+    tau: jax.Array
+    clip_norm: jax.Array
+    in_modal: jax.Array  # 1: in-modal negatives too (SimCLR-style); 0: cross-modal only (CLIP's InfoNCE)
 
 
 @dataclass(frozen=True)
@@ -125,11 +171,17 @@ class ImageTextConfig:
             p_change=f(self.p_change), enc_mask=f(np.arange(MAX_ENCODING) < size), lr=f(self.lr),
             tau=f(self.tau), clip_norm=f(self.clip_norm), in_modal=f(self.negatives == "all"))
 
+    def with_overrides(self, overrides: dict[str, str]) -> ImageTextConfig:
+        """This config with `--set`-style strings applied (validated)."""
+        from mmjax.configs.common import apply_overrides
+
+        return apply_overrides(self, overrides)
+
     def to_dict(self) -> dict:
         """Plain dict of the fields (for sweep.json)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def result_rows(self, res: RunResult) -> list[dict]:
+    def result_rows(self, res) -> list[dict]:
         """results.csv rows of one run: MCC for discrete factors, R² for continuous ones."""
         rows = []
         for e, enc in enumerate(("x", "t")):
@@ -182,7 +234,7 @@ def image_text_cases(kind: str) -> list[tuple[str, dict]]:
 def image_text_experiment(name: str, kind: str, scale: str, overrides: dict[str, str]):
     """The five `kind` ("selection" or "perturbation") settings at a scale, with --set overrides."""
     from mmjax.configs.common import apply_overrides
-    from mmjax.train.sweep import Experiment, Setting
+    from mmjax.configs.experiment import Experiment, Setting
 
     base = ImageTextConfig(**SCALE_FIELDS[scale])
     settings = []

@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 
 from mmjax.configs.common import ConfigError
+from mmjax.configs.experiment import Experiment, Setting
 from mmjax.configs.synthetic import SCALES, SyntheticConfig, apply_overrides
-from mmjax.train.sweep import Experiment, Setting
 
 # The cpu scale is SyntheticConfig's defaults; it deviates from the paper (README, "Scales and
 # deviations"): narrower nets, batch 256, 10k steps, cosine-decayed lr 1e-2, batch-standardised

@@ -9,8 +9,8 @@ import dataclasses
 
 from mmjax.configs.clip import ClipConfig
 from mmjax.configs.common import ConfigError, apply_overrides
+from mmjax.configs.experiment import MethodSweep, parse_methods
 from mmjax.data.scenes import DISCRETE
-from mmjax.train.method_sweep import MethodSweep, parse_methods
 
 REGULARIZERS = ("sep", "br", "gc")
 DEFAULT_WEIGHTS = {"sep": 1.0, "br": 1.0, "gc": 1.0}  # used unless --set <r>_weight=... is given

@@ -9,28 +9,75 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mmjax.configs.common import _fail, parse_overrides
 from mmjax.eval.downstream import METRICS
 from mmjax.latent import codes
-from mmjax.latent.simulator import Bias, LatentShape
+from mmjax.latent.simulator import Bias, LatentShape, World, make_world
 from mmjax.models.mlp import paper_widths
-from mmjax.train.synthetic import (
-    EVAL_KINDS,
-    LOSSES,
-    NONLINEAR_PROBES,
-    OUTPUT_NORMS,
-    RunParams,
-    RunStatic,
-    target_names,
-)
 
 SCALES = ("smoke", "cpu", "paper")
+LOSSES = ("lp_simclr", "simclr_cosine")
+OUTPUT_NORMS = ("none", "batch_standardize", "batch_whiten")
+NONLINEAR_PROBES = ("mlp", "kernel_ridge")
+EVAL_KINDS = ("identifiability", "downstream")
 SCHEDULES = ("constant", "cosine")
 TEXT_LAYOUTS = ("padded", "exact")
+
+
+@dataclass(frozen=True)
+class RunStatic:
+    """Everything that fixes shapes or program structure; one compile per distinct value.
+
+    No defaults: `SyntheticConfig.to_static()` is the one place its values come from, so the two
+    cannot drift apart. `mmjax.train.synthetic.make_run(static)` builds the run it describes.
+    """
+
+    shape: LatentShape
+    widths_x: tuple[int, ...]
+    widths_t: tuple[int, ...]
+    enc_dim: int
+    batch: int
+    steps: int
+    loss: str
+    output_norm: str
+    schedule: str
+    log_every: int
+    eval_fit: int
+    eval_test: int
+    nonlinear_probe: str
+    kernel_ridge_max: int
+    probe_epochs: int
+    eval_tilde: bool
+    swap_batches: bool
+    eval_kind: str
+
+    def draw_world(self, key: jax.Array) -> World:
+        """The per-seed world (covariances, DAG, mixings) shared by every setting of a seed."""
+        return make_world(key, self.shape)
+
+
+class RunParams(NamedTuple):
+    """Per-run traced values (stacked along the sweep axis)."""
+
+    bias: Bias
+    enc_mask: jax.Array  # (enc_dim,) 0/1: which output dims are in use (the encoding size)
+    lr: jax.Array
+    tau: jax.Array
+    alpha: jax.Array
+    clip_norm: jax.Array
+
+
+def target_names(shape: LatentShape, with_tilde: bool = True) -> list[str]:
+    """Names of the evaluation targets, in the order of a run result's last axis."""
+    s = [f"s{i + 1}" for i in range(shape.n_s)]
+    st = [f"s_tilde{i + 1}" for i in range(shape.n_s)] if with_tilde else []
+    return s + st + ["s_unbiased", "m_x", "m_t"]
 
 
 @dataclass(frozen=True)

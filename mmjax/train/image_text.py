@@ -8,18 +8,14 @@ masks over the five discrete attributes, so all settings of a panel share one co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mmjax.configs.image_text import LABELLED, TARGETS, ImageTextParams, ImageTextStatic  # noqa: F401
 from mmjax.data.scenes import (
     CONTINUOUS,
-    DISCRETE,
     TEMPLATES,
-    SceneConfig,
     caption_tokens,
     render,
     sample_factors,
@@ -33,51 +29,6 @@ from mmjax.train.step import adam_clipped, init_state, make_train_step
 from mmjax.train.synthetic import RunResult
 
 Array = jax.Array
-LABELLED = (*DISCRETE, "template")  # discrete targets (MCC); CONTINUOUS targets get R²
-TARGETS = (*LABELLED, *CONTINUOUS)
-
-
-@dataclass(frozen=True)
-class ImageTextStatic:
-    """Shapes and program structure of an image–text run (one compile per distinct value)."""
-
-    scene: SceneConfig = SceneConfig(image_size=32)
-    channels: tuple[int, ...] = (16, 32, 32)
-    hidden: int = 100
-    enc_dim: int = 5
-    vocab_size: int = 64
-    max_len: int = 16
-    batch: int = 128
-    steps: int = 3000
-    schedule: str = "cosine"
-    log_every: int = 100
-    eval_fit: int = 2048
-    eval_test: int = 2048
-    probe_steps: int = 300
-    probe_epochs: int = 50
-
-    def build_run(self):
-        """The pure run function of this static config."""
-        return make_image_text_run(self)
-
-    def draw_world(self, key: Array) -> Array:
-        """Scenes have no per-seed structure to draw (rendering is fixed); a placeholder leaf."""
-        return jnp.zeros(())
-
-
-class ImageTextParams(NamedTuple):
-    """Per-run traced values."""
-
-    selected: Array  # (5,) 0/1 over DISCRETE
-    perturbed: Array  # (5,) 0/1 over DISCRETE
-    p_change: Array
-    enc_mask: Array  # (enc_dim,) 0/1: the encoding size
-    lr: Array
-    tau: Array
-    clip_norm: Array
-    in_modal: Array  # 1: in-modal negatives too (SimCLR-style); 0: cross-modal only (CLIP's InfoNCE)
-
-
 def make_image_text_run(static: ImageTextStatic):
     """Build `run(params, world, key) -> RunResult`; results hold (2 encoders, len(TARGETS)) scores:
     MCC for LABELLED targets and R² for CONTINUOUS ones, from the linear and the non-linear probe."""

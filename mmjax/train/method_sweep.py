@@ -14,25 +14,13 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mmjax.configs.clip import ClipConfig
-from mmjax.configs.common import ConfigError
+from mmjax.configs.experiment import MethodSweep, parse_methods  # noqa: F401 (re-exported)
 
 NON_METRICS = ("step",)
-
-
-@dataclass(frozen=True)
-class MethodSweep:
-    """A named set of methods, each a full training config (its `seed` is replaced per run)."""
-
-    name: str
-    methods: Mapping[str, ClipConfig]
-    description: str = ""
-    # Panels of the bar plot: title → metric names (each a key of the final evaluation).
-    panels: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
 
 
 def _finished(workdir: Path, cfg: ClipConfig) -> dict[str, Any] | None:
@@ -103,15 +91,6 @@ def run_method_sweep(sweep: MethodSweep, out: str | Path, seeds: Sequence[int],
         bar.close()
     record["rows"] = rows
     return record
-
-
-def parse_methods(spec: str, known: Sequence[str]) -> tuple[str, ...]:
-    """Comma-separated method names, each checked against `known`."""
-    names = tuple(m.strip() for m in spec.split(",") if m.strip())
-    bad = [m for m in names if m not in known]
-    if not names or bad:
-        raise ConfigError(f"methods={spec!r} is invalid: comma-separated names from {', '.join(known)}")
-    return names
 
 
 def seed_stats(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], tuple[float, float, int]]:

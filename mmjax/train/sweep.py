@@ -25,36 +25,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mmjax.configs.common import ConfigError
-from mmjax.configs.grid import GridAxis, expand
+from mmjax.configs.experiment import Experiment, Setting, with_grid  # noqa: F401 (re-exported)
 from mmjax.train.synthetic import RunResult
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One column of a paper figure (or one grid point): a label and the config it runs."""
-
-    label: str
-    config: object  # any config with to_static/to_params/to_dict/result_rows (see configs.protocol)
-    grid: tuple[tuple[str, str], ...] = ()  # (field, value) of the grid point, results.csv columns
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """A named list of settings, run for several seeds."""
-
-    name: str
-    settings: tuple[Setting, ...]
-    description: str = ""
-    metric_label: str = "non-linear R²"  # what the heatmap cells show
-
-
-def with_grid(experiment: Experiment, axes: Sequence[GridAxis], override: Callable) -> Experiment:
-    """The experiment's settings × the grid (identical configs merged); see `mmjax.configs.grid`."""
-    if not axes:
-        return experiment
-    points = expand([(s.label, s.config) for s in experiment.settings], axes, override)
-    settings = tuple(Setting(label, cfg, tuple(chosen.items())) for label, cfg, chosen in points)
-    return dataclasses.replace(experiment, settings=settings)
 
 
 @dataclass
@@ -120,6 +92,23 @@ def chunk_stem(chunk: Chunk, static) -> str:
     return f"r{chunk.jobs[0].index:07d}_g{chunk.group}_{key}"
 
 
+def build_run(static) -> Callable:
+    """The pure `run(params, world, key) -> RunResult` a static config describes: synthetic latents
+    (`RunStatic`), rendered image-text scenes (`ImageTextStatic`), or any static config with its own
+    `build_run()` method."""
+    from mmjax.configs.image_text import ImageTextStatic
+    from mmjax.configs.synthetic import RunStatic
+    from mmjax.train.image_text import make_image_text_run
+    from mmjax.train.synthetic import make_run
+
+    if hasattr(static, "build_run"):
+        return static.build_run()
+    builders = {RunStatic: make_run, ImageTextStatic: make_image_text_run}
+    if type(static) not in builders:
+        raise TypeError(f"no run builder for {type(static).__name__}: give it a build_run() method")
+    return builders[type(static)](static)
+
+
 def _stack(trees):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -135,9 +124,7 @@ class Runner:
     def __init__(self, static, mesh: Mesh, chunk_size: int):
         self.static = static
         self.chunk_size = chunk_size
-        # Any static config with build_run() / draw_world(key) can be swept (synthetic latents,
-        # rendered image-text scenes).
-        self.run = static.build_run()
+        self.run = build_run(static)
         shard = NamedSharding(mesh, PartitionSpec("sweep"))
         self._fn = jax.jit(jax.vmap(self.run), in_shardings=shard, out_shardings=shard)
         # One world at a time: a world's draw needs ~0.4 GB of temporaries at the cpu recipe (25 000

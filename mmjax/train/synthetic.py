@@ -6,70 +6,29 @@ and `params` holds every value that may differ between vmapped runs (bias masks,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mmjax.configs.synthetic import (  # noqa: F401 (the static config types, re-exported)
+    EVAL_KINDS,
+    LOSSES,
+    NONLINEAR_PROBES,
+    OUTPUT_NORMS,
+    RunParams,
+    RunStatic,
+    target_names,
+)
 from mmjax.eval import downstream
 from mmjax.eval import identifiability as ident
-from mmjax.latent.simulator import Bias, LatentShape, World, make_world, observe_image, sample
+from mmjax.latent.simulator import Bias, LatentShape, World, observe_image, sample
 from mmjax.losses.contrastive import lp_simclr_loss, simclr_cosine_loss
 from mmjax.models.mlp import MLP
 from mmjax.train.step import adam_clipped, init_state, make_train_step
 
 Array = jax.Array
-
-LOSSES = ("lp_simclr", "simclr_cosine")
-OUTPUT_NORMS = ("none", "batch_standardize", "batch_whiten")
-NONLINEAR_PROBES = ("mlp", "kernel_ridge")
-EVAL_KINDS = ("identifiability", "downstream")
-
-
-@dataclass(frozen=True)
-class RunStatic:
-    """Everything that fixes shapes or program structure; one compile per distinct value."""
-
-    shape: LatentShape = LatentShape()
-    widths_x: tuple[int, ...] = (64, 64, 64)
-    widths_t: tuple[int, ...] = (64, 64, 64)
-    enc_dim: int = 10
-    batch: int = 256
-    steps: int = 8000
-    loss: str = "lp_simclr"
-    output_norm: str = "none"
-    schedule: str = "constant"
-    log_every: int = 100
-    eval_fit: int = 4096
-    eval_test: int = 4096
-    nonlinear_probe: str = "mlp"
-    kernel_ridge_max: int = 2048
-    probe_epochs: int = 200
-    eval_tilde: bool = True
-    swap_batches: bool = False
-    eval_kind: str = "identifiability"
-
-    def build_run(self):
-        """The pure run function of this static config (what the sweep vmaps)."""
-        return make_run(self)
-
-    def draw_world(self, key: Array) -> World:
-        """The per-seed world (covariances, DAG, mixings) shared by every setting of a seed."""
-        return make_world(key, self.shape)
-
-
-class RunParams(NamedTuple):
-    """Per-run traced values."""
-
-    bias: Bias
-    enc_mask: Array  # (enc_dim,) 0/1: which output dims are in use (the encoding size)
-    lr: Array
-    tau: Array
-    alpha: Array
-    clip_norm: Array
-
 
 class RunResult(NamedTuple):
     """What one run returns (all arrays, so results of vmapped runs stack)."""
@@ -91,13 +50,6 @@ def batch_whiten(h: Array, mask: Array, eps: float = 1e-4) -> Array:
     cov = h.T @ h / h.shape[0] + jnp.diag(eps + (1.0 - mask))
     chol = jnp.linalg.cholesky(cov)
     return jax.scipy.linalg.solve_triangular(chol, h.T, lower=True).T * mask
-
-
-def target_names(shape: LatentShape, with_tilde: bool = True) -> list[str]:
-    """Names of the evaluation targets, in the order of RunResult's last axis."""
-    s = [f"s{i + 1}" for i in range(shape.n_s)]
-    st = [f"s_tilde{i + 1}" for i in range(shape.n_s)] if with_tilde else []
-    return s + st + ["s_unbiased", "m_x", "m_t"]
 
 
 def _targets(smp, bias: Bias, shape: LatentShape, with_tilde: bool) -> tuple[Array, Array]:

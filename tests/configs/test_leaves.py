@@ -1,0 +1,26 @@
+"""Configs are leaves: importing every config module loads nothing of mmjax.train, and the sweepable
+configs follow the one protocol the sweep relies on."""
+
+import subprocess
+import sys
+
+from mmjax.configs.experiment import Sweepable
+from mmjax.configs.image_text import ImageTextConfig
+from mmjax.configs.numeric import base_config
+
+CONFIG_MODULES = ["clip", "common", "experiment", "grid", "image_text", "numeric", "structures", "synthetic"]
+
+
+def test_config_modules_do_not_import_train():
+    code = ("import sys, importlib\n"
+            f"for m in {CONFIG_MODULES!r}: importlib.import_module('mmjax.configs.' + m)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('mmjax.train')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_sweepable_configs_follow_the_protocol():
+    for cfg in (base_config("smoke"), ImageTextConfig()):
+        assert isinstance(cfg, Sweepable)
+        assert hash(cfg.to_static()) == hash(cfg.to_static())  # compile groups key on it
+        assert cfg.with_overrides({"lr": "0.5"}).lr == 0.5
