@@ -16,10 +16,10 @@ by role against |θ|.
 """
 
 from mmjax.configs.common import override
+from mmjax.configs.experiment import Experiment, Setting, with_grid
 from mmjax.configs.grid import parse_grid
 from mmjax.configs.numeric import base_config
 from mmjax.configs.synthetic import apply_overrides
-from mmjax.train.sweep import Experiment, Setting, with_grid
 
 SAMPLE = "sample:128"
 

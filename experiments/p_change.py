@@ -10,10 +10,10 @@ this measures how fast the recovered share falls as p_change grows.
 """
 
 from mmjax.configs.common import override
+from mmjax.configs.experiment import Experiment, Setting, with_grid
 from mmjax.configs.grid import parse_grid
 from mmjax.configs.numeric import base_config
 from mmjax.configs.synthetic import apply_overrides
-from mmjax.train.sweep import Experiment, Setting, with_grid
 
 P_CHANGE = "0.05,0.1,0.25,0.5,0.75,1.0"
 
