@@ -56,7 +56,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mmjax.configs.common import override
-    from mmjax.configs.grid import parse_grid
+    from mmjax.configs.grid import parse_grid, seed_values
     from mmjax.train.sweep import dry_run, run_sweep, with_grid
 
     if args.seeds < 1:
@@ -71,9 +71,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return _method_sweep(args, module.get_method_sweep(args.scale, parse_sets(args.set or [])))
     _distributed(args)
     experiment = module.get_experiment(args.scale, parse_sets(args.set or []))
-    experiment = with_grid(experiment, parse_grid(args.grid or []), override)
+    axes = parse_grid(args.grid or [])
+    seed_axes = [a for a in axes if a.field in ("seed", "seeds")]
+    experiment = with_grid(experiment, [a for a in axes if a not in seed_axes], override)
     out = Path(args.out or f"runs/{experiment.name}_{args.scale}")
-    seeds = list(range(args.seeds))
+    seeds = seed_values(seed_axes[0]) if seed_axes else list(range(args.seeds))
     if args.dry_run:
         info = dry_run(experiment, seeds, args.chunk, time_one=not args.no_estimate)
         return _print_dry_run(experiment, info)

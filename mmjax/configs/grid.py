@@ -6,6 +6,7 @@ Value syntax, per field:
   (1-based as in the paper); `rho=none` is the empty set;
 - a range: `lo:hi:K` (K values, evenly spaced) or `lo:hi:logK` (K values, log-spaced), e.g.
   `lr=1e-3:1e-1:log5`; integer fields need integral values;
+- seeds: `seed=0,5,9` or `seed=0:9:10` replaces `--seeds N` (which runs seeds 0..N-1);
 - bias sets: `theta=all` (every non-empty subset of the n_s semantics: 1023 for n_s = 10),
   `theta=size:K` (every subset of size K), `theta=sample:K` (K of the 1023, drawn uniformly without
   replacement with a fixed seed; `sample:K:SEED` picks another draw), `rho=all-proper` (every proper
@@ -76,6 +77,19 @@ def _range_values(axis: GridAxis, integer: bool) -> list[str]:
                                         f"{', '.join(f'{v:g}' for v in values)}")
         return [str(int(round(v))) for v in values]
     return [repr(float(v)) for v in values]
+
+
+def seed_values(axis: GridAxis) -> list[int]:
+    """The seeds of a `seed=...` grid axis: a list (`0,5,9`) or a range (`0:9:10`), integers >= 0."""
+    values = _range_values(axis, integer=True) if ":" in axis.raw else [
+        v.strip() for v in axis.raw.split(",") if v.strip()]
+    try:
+        seeds = [int(v) for v in values]
+    except ValueError:
+        seeds = [-1]
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        _fail(axis.field, axis.raw, "seeds are distinct integers >= 0, e.g. seed=0,5,9 or seed=0:9:10")
+    return seeds
 
 
 def _subsets(universe: Sequence[int], spec: str, axis: GridAxis, proper: bool) -> list[tuple[int, ...]]:

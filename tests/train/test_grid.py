@@ -89,6 +89,14 @@ def test_cli_dry_run_reports_1023_runs(capsys):
                           "128 chunks")
 
 
+def test_seed_grid_replaces_the_seed_count(capsys):
+    assert main(["sweep", "selection_independent", "--grid", "theta=size:2", "--grid", "seed=3,7,11",
+                 "--dry-run", "--no-estimate"]) == 0
+    assert "135 runs = 45 settings x 3 seeds" in capsys.readouterr().out
+    assert main(["sweep", "selection_independent", "--grid", "seed=1,1", "--dry-run"]) == 2
+    assert "seed='1,1' is invalid: seeds are distinct integers >= 0" in capsys.readouterr().err
+
+
 def test_dry_run_estimate_times_one_chunk():
     cfg = base_config("smoke", widths="8,8", batch=16, steps=40, log_every=20, eval_fit=64, eval_test=64,
                       probe_epochs=2, cond_samples=100, cond_rank=1)
