@@ -20,6 +20,53 @@ from mmjax.losses.contrastive import (
 
 B, D = 6, 3
 
+# Tolerances against the float64 loops: worst-case float32 error bounds, whatever the summation order
+# (so on any CPU and thread count). U is the float32 unit roundoff.
+U = np.finfo(np.float32).eps / 2
+
+
+def _infonce_atol(scale: float, n_keys: int, n_anchors: int = B, d: int = D) -> float:
+    """|float32 − exact| for a mean over anchors of logsumexp_j(s·cos_ij) − s·cos_ii (s = scale, or 1/τ).
+
+    A row normalised in float32 is off by (d + 3)·U per component, so a cosine of two by (3d + 6)·U (the
+    dot adds d·U); a logit s·cos adds U·s for the product and (|log s| + 2)·U·s for s itself (log s
+    rounded to float32, then exp). logsumexp over n keys (|lse| ≤ s + log n) adds (n + 2)·U·(1 + |lse|)
+    on top of its inputs' error; a term is lse − logit_ii; the mean over m anchors adds (m − 1)·U per
+    unit of its largest term, and the two or four directions' average one U more.
+    """
+    logit = scale * ((3 * d + 6) + 1 + abs(np.log(scale)) + 2) * U
+    lse = scale + np.log(n_keys)
+    term = 2 * logit + (n_keys + 2) * U * (1 + lse) + U * (lse + scale)
+    return float(term + (n_anchors + 1) * U * (lse + scale))
+
+
+def _gram_sq_dist_bound(a, b):
+    """|Δ| of ‖a‖² + ‖b‖² − 2a·b in float32: (d + 2)·U·(‖a‖ + ‖b‖)² per pair (three d-term sums)."""
+    na, nb = np.linalg.norm(_f64(a), axis=1), np.linalg.norm(_f64(b), axis=1)
+    return (a.shape[1] + 2) * U * (na[:, None] + nb[None, :]) ** 2
+
+
+def _lp_simclr_atol(a, b, a_neg, b_neg, tau):
+    """|float32 − exact| of lp_simclr_loss: logits −d²/τ err by the Gram bound over τ (plus U of their
+    size for the division), logsumexp over B + 1 of them adds (B + 3)·U·(1 + |lse|), each term
+    2(α·pos/τ + (1 − α)·lme) at most twice that, the mean over B anchors (B + 1)·U of its largest term."""
+    size = max(float(np.max((np.linalg.norm(_f64(x), axis=1)[:, None]
+                             + np.linalg.norm(_f64(y), axis=1)[None, :]) ** 2))
+               for x, y in ((a, b_neg), (b, a_neg), (a, b))) / tau
+    logit = (D + 3) * U * size
+    lse = size + np.log(B + 1)
+    term = 2 * (2 * logit + (B + 3) * U * (1 + lse)) + U * 2 * (size + lse)
+    return float(term + (B + 1) * U * 2 * (size + lse))
+
+
+def _siglip_atol(scale, bias, n=B, d=D):
+    """|float32 − exact| of siglip_loss = −(1/n)·Σ_ij log σ(z_ij(s·cos_ij + bias)): each argument errs
+    by a logit's bound (see _infonce_atol) plus U·(s + |bias|), each log σ by that plus 3U of its size
+    (≤ s + |bias| + log 2), and the n² terms' sum by (n² − 1)·U of their total, divided by n."""
+    logit = scale * ((3 * d + 6) + 1 + abs(np.log(scale)) + 2) * U + U * (scale + abs(bias))
+    size = scale + abs(bias) + np.log(2)
+    return float(n * (logit + 3 * U * size) + n * n * U * size + U * n * size)
+
 
 def _randn(seed, *shape):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
@@ -108,7 +155,8 @@ def test_pairwise_sq_dists():
     a, b = _randn(0, B, D), _randn(1, B + 2, D)
     want = np.array([[np.sum((_f64(a[i]) - _f64(b[j])) ** 2) for j in range(B + 2)]
                      for i in range(B)])
-    np.testing.assert_allclose(np.asarray(pairwise_sq_dists(a, b)), want, rtol=1e-5, atol=1e-5)
+    got = np.asarray(pairwise_sq_dists(a, b), np.float64)
+    assert np.all(np.abs(got - want) <= _gram_sq_dist_bound(a, b))
     # Gram form cancels badly for large, nearly equal rows: the clamp keeps it non-negative.
     big = 1e3 + 1e-3 * _randn(2, B, D)
     assert np.all(np.asarray(pairwise_sq_dists(big, big)) >= 0.0)
@@ -118,7 +166,8 @@ def test_pairwise_sq_dists():
 def test_lp_simclr_matches_reference(tau, alpha):
     a, b, a_neg, b_neg = (_randn(s, B, D) for s in range(4))
     got = lp_simclr_loss(a, b, a_neg, b_neg, tau=tau, alpha=alpha)
-    np.testing.assert_allclose(float(got), ref_lp_simclr(a, b, a_neg, b_neg, tau, alpha), rtol=1e-5)
+    np.testing.assert_allclose(float(got), ref_lp_simclr(a, b, a_neg, b_neg, tau, alpha), rtol=0,
+                               atol=_lp_simclr_atol(a, b, a_neg, b_neg, tau))
 
 
 def test_lp_simclr_uses_same_modality_negatives():
@@ -132,6 +181,8 @@ def test_lp_simclr_floor():
     a = _randn(5, B, D)
     far = a + 100.0  # every negative is far from every anchor
     got = float(lp_simclr_loss(a, a, far, far))
+    # Exact in float32 but for log(B + 1): the positives are at distance 0 and exp(−d²) of the
+    # negatives (d² ≈ 3·10⁴) underflows to 0, so the loss is −log(B + 1) to a few ulp (1e-6 ≈ 8 ulp).
     np.testing.assert_allclose(got, -math.log(B + 1), rtol=1e-6)
     np.testing.assert_allclose(ref_lp_simclr(a, a, far, far), -math.log(B + 1), rtol=1e-6)
     # With alpha = 0.5 it is a lower bound for any input.
@@ -144,39 +195,45 @@ def test_lp_simclr_floor():
 def test_simclr_cosine_matches_reference(tau):
     a, b = _randn(0, B, D), _randn(1, B, D)
     np.testing.assert_allclose(float(simclr_cosine_loss(a, b, tau=tau)), ref_simclr(a, b, tau),
-                               rtol=1e-5)
+                               rtol=0, atol=_infonce_atol(1 / tau, 2 * B - 1, 2 * B))
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.1, 0.02])
 def test_simclr_cosine_without_in_modal_negatives_is_clip_at_fixed_tau(tau):
     a, b = _randn(0, B, D), _randn(1, B, D)
     got = float(simclr_cosine_loss(a, b, tau=tau, in_modal=False))
-    np.testing.assert_allclose(got, ref_clip(a, b, math.log(1 / tau)), rtol=1e-5)
-    # A traced 0/1 flag gives the same values as the Python bool.
+    np.testing.assert_allclose(got, ref_clip(a, b, math.log(1 / tau)), rtol=0, atol=_infonce_atol(1 / tau, B))
+    # A traced 0/1 flag gives the same values as the Python bool: the same float32 operations (the
+    # flag only masks logits), jitted instead of eager, so a few ulp of fusion difference at most.
     traced = jax.jit(lambda f: simclr_cosine_loss(a, b, tau=tau, in_modal=f))
     np.testing.assert_allclose(float(traced(jnp.float32(0.0))), got, rtol=1e-6)
-    np.testing.assert_allclose(float(traced(jnp.float32(1.0))), ref_simclr(a, b, tau), rtol=1e-5)
+    np.testing.assert_allclose(float(traced(jnp.float32(1.0))), ref_simclr(a, b, tau), rtol=0,
+                               atol=_infonce_atol(1 / tau, 2 * B - 1, 2 * B))
 
 
 @pytest.mark.parametrize("log_scale", [0.0, math.log(1 / 0.07), math.log(30.0)])
 def test_clip_matches_reference(log_scale):
     a, b = _randn(0, B, D), _randn(1, B, D)
     got = clip_loss(a, b, jnp.float32(log_scale))
-    np.testing.assert_allclose(float(got), ref_clip(a, b, log_scale), rtol=1e-5)
+    np.testing.assert_allclose(float(got), ref_clip(a, b, log_scale), rtol=0,
+                               atol=_infonce_atol(math.exp(log_scale), B))
 
 
 def test_clip_scale_clamped_at_100():
     a, b = _randn(0, B, D), _randn(1, B, D)
     at_100 = float(clip_loss(a, b, jnp.float32(math.log(100.0))))
     above = float(clip_loss(a, b, jnp.float32(math.log(1000.0))))
-    np.testing.assert_allclose(above, ref_clip(a, b, math.log(1000.0)), rtol=1e-5)
-    np.testing.assert_allclose(above, ref_clip(a, b, math.log(100.0)), rtol=1e-5)
-    np.testing.assert_allclose(above, at_100, rtol=1e-6)
+    tol = _infonce_atol(100.0, B)
+    np.testing.assert_allclose(above, ref_clip(a, b, math.log(1000.0)), rtol=0, atol=tol)
+    np.testing.assert_allclose(above, ref_clip(a, b, math.log(100.0)), rtol=0, atol=tol)
+    # The clamp gives exactly 100; exp(float32(log 100)) is 100 to (|log 100| + 2)·U relative, which
+    # moves every logit (|cos| ≤ 1) and so each lse − logit_ii term by at most twice that times 100.
+    np.testing.assert_allclose(above, at_100, rtol=0, atol=2 * (math.log(100.0) + 2) * U * 100 + tol)
     unclamped = ref_clip(a, b, math.log(1000.0), max_scale=math.inf)
     assert not np.isclose(above, unclamped, rtol=1e-3)
     # The clamp is a knob too.
     got = float(clip_loss(a, b, jnp.float32(math.log(50.0)), max_scale=20.0))
-    np.testing.assert_allclose(got, ref_clip(a, b, math.log(20.0)), rtol=1e-5)
+    np.testing.assert_allclose(got, ref_clip(a, b, math.log(20.0)), rtol=0, atol=_infonce_atol(20.0, B))
     # No gradient flows to the temperature while it is clamped.
     g = jax.grad(lambda ls: clip_loss(a, b, ls))(jnp.float32(math.log(1000.0)))
     assert float(g) == 0.0
@@ -186,7 +243,8 @@ def test_clip_scale_clamped_at_100():
 def test_siglip_matches_reference(log_scale, bias):
     a, b = _randn(0, B, D), _randn(1, B, D)
     got = siglip_loss(a, b, jnp.float32(log_scale), jnp.float32(bias))
-    np.testing.assert_allclose(float(got), ref_siglip(a, b, log_scale, bias), rtol=1e-5)
+    np.testing.assert_allclose(float(got), ref_siglip(a, b, log_scale, bias), rtol=0,
+                               atol=_siglip_atol(math.exp(log_scale), bias))
 
 
 @pytest.mark.parametrize("log_scale", [0.0, math.log(1 / 0.07)])
@@ -196,8 +254,8 @@ def test_con_loss_matches_reference(log_scale):
     want = 0.25 * (ref_info_nce(a, b, scale) + ref_info_nce(b, a, scale)
                    + ref_info_nce(a, a2, scale) + ref_info_nce(b, b2, scale))
     got = float(con_loss(a, b, a2, b2, jnp.float32(log_scale)))
-    np.testing.assert_allclose(got, want, rtol=1e-5)
-    # The cross-modal half is CLIP's loss.
+    np.testing.assert_allclose(got, want, rtol=0, atol=_infonce_atol(scale, B))  # a mean of 4 InfoNCEs
+    # The cross-modal half is CLIP's loss (both float64: 1e-9 is ~10⁷ ulp of float64).
     np.testing.assert_allclose(0.5 * (ref_info_nce(a, b, scale) + ref_info_nce(b, a, scale)),
                                ref_clip(a, b, log_scale), rtol=1e-9)
 
