@@ -14,6 +14,29 @@ from mmjax.losses.structure import bridge_loss, bridge_point, gc_loss, sep_loss,
 
 B, D = 4, 3
 
+# Tolerances against the float64 formulas: worst-case float32 bounds for any summation order (any CPU,
+# any thread count); U is the float32 unit roundoff. A cosine of two float32-normalised rows errs by
+# at most C = (3D + 6)·U ((D + 3)·U per normalised component, D·U for the dot).
+U = np.finfo(np.float32).eps / 2
+_C = (3 * D + 6) * U
+# A mean over ≤ B² pairs of a squared difference of cosines (≤ 4): 2·2·2C + 3·4U per pair, plus the
+# sum's (B² − 1)·U·4. The bridge term ‖z_a − μ‖² (≤ 4) of unit vectors is bounded the same way.
+_SQ = 8 * _C + 12 * U + B * B * 4 * U
+# In-modal InfoNCE at 1/τ ≤ 10: logits err by 10·C + 2U (the product, τ's rounding), logsumexp over B
+# keys (|lse| ≤ 10 + log B) by (B + 2)·U·(1 + 10 + log B) more, lse − logit_ii twice a logit, the mean
+# over B anchors (B + 1)·U·(20 + log B).
+_NCE = 2 * (10 * _C + 2 * U) + (B + 2) * U * (11 + math.log(B)) + (B + 1) * U * (20 + math.log(B))
+# Uniformity at t = 2: logits −t(2 − 2cos) err by 4C + 3U, logsumexp over B² of them (|lse| ≤ 8 + log B²)
+# by (B² + 2)·U·(9 + log B²), and the final − log B² by U·(8 + log B²).
+_UNIF = 4 * _C + 3 * U + (B * B + 2) * U * (9 + math.log(B * B)) + U * (8 + math.log(B * B))
+_TERM_ATOL = {"orthogonality": 2 * _SQ, "infonce": 2 * _NCE, "uniformity": 2 * _UNIF,  # two modalities
+              "symmetry": _SQ, "gram": _SQ, "aug_gram": 2 * _SQ, "aug_pair": _SQ, "bridge": _SQ}
+
+
+def _total_atol(weights: dict) -> float:
+    """Σ w·(bound of its term), plus the weighted sum's own rounding (≤ 4 terms of ≤ 2·20)."""
+    return float(sum(abs(w) * _TERM_ATOL[k] for k, w in weights.items()) + 4 * 4 * U * 40)
+
 
 def _randn(seed, *shape):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
@@ -75,10 +98,10 @@ def ref_gc(zv, zt, zva, zta):
     return {"symmetry": sym / n, "gram": gram / n, "aug_gram": aug_gram / n, "aug_pair": aug_pair / n}
 
 
-def _assert_terms(got, want, rtol=1e-5, atol=1e-6):
+def _assert_terms(got, want):
     assert set(got) == set(want)
     for name in want:
-        np.testing.assert_allclose(float(got[name]), want[name], rtol=rtol, atol=atol, err_msg=name)
+        np.testing.assert_allclose(float(got[name]), want[name], rtol=0, atol=_TERM_ATOL[name], err_msg=name)
 
 
 # ---------------------------------------------------------------- L_Sep
@@ -86,12 +109,14 @@ def _assert_terms(got, want, rtol=1e-5, atol=1e-6):
 
 def test_uniformity_hand_value():
     # Two orthogonal unit vectors: distances 0 (twice, j = k) and 2 (twice); scale is irrelevant.
+    # The rows normalise exactly, so only exp, the sum and log round: a few ulp (1e-6 is 17 U).
     u = np.array([[3.0, 0.0], [0.0, 0.5]], np.float32)
     want = math.log((2.0 + 2.0 * math.exp(-4.0)) / 4.0)
     np.testing.assert_allclose(float(uniformity(u)), want, rtol=1e-6)
     np.testing.assert_allclose(float(uniformity(u, t=0.5)), math.log((2 + 2 * math.exp(-1)) / 4), rtol=1e-6)
-    # All rows equal: every distance is 0, the maximum value log 1 = 0.
-    np.testing.assert_allclose(float(uniformity(np.ones((3, 2), np.float32))), 0.0, atol=1e-6)
+    # All rows equal: every distance is 0, the maximum value log 1 = 0. (1, 1)/√2 is inexact, so each
+    # squared distance 2 − 2cos is only within 2C of 0, and the value within t·2C = 4C (t = 2).
+    np.testing.assert_allclose(float(uniformity(np.ones((3, 2), np.float32))), 0.0, atol=4 * (3 * 2 + 6) * U)
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.1])
@@ -102,23 +127,28 @@ def test_sep_matches_reference(tau):
     _assert_terms(terms, want)
     np.testing.assert_allclose(
         float(total), 0.5 * want["orthogonality"] + 2.0 * want["infonce"] + 0.3 * want["uniformity"],
-        rtol=1e-5)
+        rtol=0, atol=_total_atol({"orthogonality": 0.5, "infonce": 2.0, "uniformity": 0.3}))
 
 
 def test_sep_orthogonality_hand_value_and_zero():
+    # Rows that normalise exactly or to (1, ±1)/√2: with C2 = 12U (C for d = 2) each cos errs by at
+    # most C2, each cos² (|cos| ≤ 1) by 2·C2 + U, the mean of the two rows' sums by twice that + 3U.
+    # An exactly orthogonal pair gives |cos| ≤ C2, so cos² ≤ C2² ≈ 5e-13.
+    c2 = (3 * 2 + 6) * U
     zv = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
     uv = np.array([[1.0, 1.0], [0.0, -1.0]], np.float32)  # cos² = 1/2, then 1
     zt = np.array([[0.0, 1.0], [1.0, 1.0]], np.float32)
     ut = np.array([[5.0, 0.0], [1.0, -1.0]], np.float32)  # orthogonal: cos² = 0
     _, terms = sep_loss(zv, zt, uv, ut, uv, ut)
-    np.testing.assert_allclose(float(terms["orthogonality"]), 0.75, rtol=1e-6)
+    np.testing.assert_allclose(float(terms["orthogonality"]), 0.75, rtol=0, atol=2 * (2 * c2 + U) + 3 * U)
     _, terms = sep_loss(zt, zt, ut, ut, ut, ut)
     np.testing.assert_allclose(float(terms["orthogonality"]), 0.0, atol=1e-7)
 
 
 def test_sep_infonce_hand_value():
     # Two orthogonal independent features, augmented views identical, tau = 1: per anchor
-    # logsumexp(1, 0) − 1 = log(1 + e^{-1}); image and text terms add.
+    # logsumexp(1, 0) − 1 = log(1 + e^{-1}); image and text terms add. Exact inputs: only exp, log and
+    # the sums round, a few ulp (1e-6 is 17 U).
     u = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
     _, terms = sep_loss(u, u, u, u, u, u, tau=1.0)
     np.testing.assert_allclose(float(terms["infonce"]), 2 * math.log1p(math.exp(-1.0)), rtol=1e-6)
@@ -140,10 +170,10 @@ def test_bridge_matches_reference_and_zero_on_the_bridge():
     zv, zt, za = (_randn(s, B, D) for s in range(3))
     for t in (0.25, 0.7):
         np.testing.assert_allclose(float(bridge_loss(zv, zt, za, t=t)), ref_bridge(zv, zt, za, t),
-                                   rtol=1e-5)
+                                   rtol=0, atol=_TERM_ATOL["bridge"])
     t_rows = np.array([0.1, 0.4, 0.6, 0.9], np.float32)
     np.testing.assert_allclose(float(bridge_loss(zv, zt, za, t=t_rows)), ref_bridge(zv, zt, za, t_rows),
-                               rtol=1e-5)
+                               rtol=0, atol=_TERM_ATOL["bridge"])
     # An augmented feature on the bridge (any positive scale) costs nothing.
     on_bridge = 3.0 * np.asarray(bridge_point(zv, zt, 0.25))
     np.testing.assert_allclose(float(bridge_loss(zv, zt, on_bridge)), 0.0, atol=1e-6)
@@ -155,7 +185,7 @@ def test_bridge_sampled_t():
     t = np.asarray(jax.random.uniform(key, (B,)))
     assert len(np.unique(t)) == B and np.all((t >= 0) & (t < 1))
     np.testing.assert_allclose(float(bridge_loss(zv, zt, za, key=key)), ref_bridge(zv, zt, za, t),
-                               rtol=1e-5)
+                               rtol=0, atol=_TERM_ATOL["bridge"])
 
 
 def test_bridge_stop_gradient():
@@ -182,11 +212,12 @@ def test_gc_matches_reference():
     np.testing.assert_allclose(
         float(total),
         0.5 * want["symmetry"] + 0.25 * want["gram"] + 2.0 * (want["aug_gram"] + want["aug_pair"]),
-        rtol=1e-5)
+        rtol=0, atol=_total_atol({"symmetry": 0.5, "gram": 0.25, "aug_gram": 2.0, "aug_pair": 2.0}))
     # Without augmented features only L_GC is computed.
     total, terms = gc_loss(*args[:2])
     assert set(terms) == {"symmetry", "gram"}
-    np.testing.assert_allclose(float(total), 0.25 * (want["symmetry"] + want["gram"]), rtol=1e-5)
+    np.testing.assert_allclose(float(total), 0.25 * (want["symmetry"] + want["gram"]), rtol=0,
+                               atol=_total_atol({"symmetry": 0.25, "gram": 0.25}))
 
 
 def test_gc_hand_value():
@@ -204,6 +235,8 @@ def test_gc_hand_value():
 
 def test_gc_zero_for_identical_towers():
     z = _randn(20, B, D)
+    # 2z normalises to z within 2(D + 3)·U per component: each cosine difference is O(C), each squared
+    # one O(C²) ≈ 1e-12, far inside 1e-6.
     total, terms = gc_loss(z, 2.0 * z, z, z)
     np.testing.assert_allclose(float(total), 0.0, atol=1e-6)
     for v in terms.values():
