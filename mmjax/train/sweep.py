@@ -222,6 +222,24 @@ def _run_chunk(experiment: Experiment, chunk: Chunk, runner: Runner, static, ste
     _write_atomic(stem.with_suffix(".json"), json.dumps(meta, default=str).encode())
 
 
+def write_plan(experiment: Experiment, out_dir: Path, seeds: Sequence[int], chunk_size: int,
+               n_devices: int) -> tuple[list[Group], list[Chunk], dict]:
+    """Groups, chunks and the plan record, written to `out_dir/plan.json` before any chunk runs (so
+    `mmjax report` can assemble a sweep that was killed)."""
+    groups = group_jobs(experiment, seeds)
+    chunks = plan_chunks(groups, chunk_size, n_devices)
+    plan = {"experiment": experiment.name, "description": experiment.description,
+            "metric_label": experiment.metric_label, "seeds": list(seeds),
+            "runs": sum(len(g.jobs) for g in groups), "processes": jax.process_count(),
+            "devices": [str(d) for d in jax.devices()], "jax_version": jax.__version__,
+            "started_at": time.time(),
+            "groups": [{"static": dataclasses.asdict(g.static), "jobs": len(g.jobs)} for g in groups],
+            "chunks": [chunk_stem(c, groups[c.group].static) for c in chunks]}
+    if jax.process_index() == 0 or not (Path(out_dir) / "plan.json").exists():
+        _write_atomic(Path(out_dir) / "plan.json", json.dumps(plan, default=str).encode())
+    return groups, chunks, plan
+
+
 def run_sweep(
     experiment: Experiment,
     out_dir: Path,
@@ -238,13 +256,12 @@ def run_sweep(
     out_dir = Path(out_dir)
     chunk_dir = out_dir / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
-    started_at, started = time.time(), time.perf_counter()
+    started = time.perf_counter()
     mesh = _local_mesh()
-    groups = group_jobs(experiment, seeds)
-    chunks = plan_chunks(groups, chunk_size, mesh.devices.size)
+    groups, chunks, plan = write_plan(experiment, out_dir, seeds, chunk_size, mesh.devices.size)
     me, procs = jax.process_index(), jax.process_count()
     mine = [c for c in chunks if c.index % procs == me]
-    stems = {c.index: chunk_dir / chunk_stem(c, groups[c.group].static) for c in chunks}
+    stems = {c.index: chunk_dir / name for c, name in zip(chunks, plan["chunks"], strict=True)}
     bar = progress(total=sum(len(c.jobs) for c in mine), unit="run") if progress else None
     runners: dict[int, Runner] = {}
     failed = 0
@@ -263,14 +280,6 @@ def run_sweep(
         bar.close()
     if procs > 1:
         _collect_on_process_0(chunk_dir, [stems[c.index] for c in mine])
-    plan = {"experiment": experiment.name, "description": experiment.description,
-            "metric_label": experiment.metric_label, "seeds": list(seeds),
-            "runs": sum(len(g.jobs) for g in groups), "processes": procs,
-            "devices": [str(d) for d in jax.devices()], "jax_version": jax.__version__,
-            "started_at": started_at,
-            "groups": [{"static": dataclasses.asdict(g.static), "jobs": len(g.jobs)} for g in groups],
-            "chunks": [stems[c.index].name for c in chunks]}
-    (out_dir / "plan.json").write_text(json.dumps(plan, default=str))
     if me != 0:
         return {**plan, "total_seconds": time.perf_counter() - started}
     record = assemble(out_dir)
