@@ -23,7 +23,7 @@ def contact_sheet(path: str | Path = DEFAULT_PATH, n: int = 12, cfg: SceneConfig
                   selected: Sequence[str] = ("colour", "shape", "background"),
                   perturbed: Sequence[str] = ("background",), p_change: float = 0.9, seed: int = 0,
                   columns: int = 4) -> Path:
-    """Write a PNG grid of n scenes titled "unbiased" / "biased" captions (changed words listed)."""
+    """A PNG grid of n scenes titled "unbiased" / "biased" captions, with dropped and changed attributes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,9 +53,12 @@ def contact_sheet(path: str | Path = DEFAULT_PATH, n: int = 12, cfg: SceneConfig
             continue
         ax.imshow(ex["image"][i], interpolation="nearest")
         changed = [f for f, c in zip(DISCRETE, ex["changed"][i], strict=True) if c]
+        dropped = [f for f, d in zip(DISCRETE, ex["dropped"][i], strict=True) if d]
         lines = [*textwrap.wrap(f"unbiased: {unbiased[i]}", 46), *textwrap.wrap(f"biased: {biased[i]}", 46)]
-        if changed:
-            lines.append(f"(changed: {', '.join(changed)})")
+        notes = [f"{what}: {', '.join(names)}" for what, names in (("dropped", dropped), ("changed", changed))
+                 if names]
+        if notes:
+            lines.append(f"({'; '.join(notes)})")
         ax.set_title("\n".join(lines), fontsize=7, loc="left")
     perturbation = ", ".join(data.perturbed) or "none"
     fig.suptitle(f"Procedural scenes ({cfg.image_size}x{cfg.image_size}): selection "
