@@ -7,8 +7,8 @@ from mmjax.data.scenes import SceneConfig
 
 
 def test_contact_sheet_writes_a_png(tmp_path):
-    path = contact_sheet(tmp_path / "sheet.png", n=3, cfg=SceneConfig(image_size=32), selected=("colour", "size"),
-                         perturbed=("size",), columns=2)
+    path = contact_sheet(tmp_path / "sheet.png", n=3, cfg=SceneConfig(image_size=32),
+                         selected=("colour", "size"), perturbed=("size",), columns=2)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
 
