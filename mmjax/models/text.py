@@ -17,6 +17,13 @@ Array = jax.Array
 TEXT_POOLS = ("eot", "mean")
 
 
+def padding_mask(valid: Array) -> Array:
+    """Boolean (B, 1, L, L) attention mask from (B, L) `valid` (False at padding): queries attend only to
+    valid keys."""
+    b, length = valid.shape
+    return jnp.broadcast_to(valid[:, None, None, :], (b, 1, length, length))
+
+
 class TextTransformer(nn.Module):
     """Token + learned position embeddings, pre-LN encoder, "eot" or "mean" pooling over (B, L) tokens.
 
@@ -54,8 +61,7 @@ class TextTransformer(nn.Module):
         if length > self.max_len:
             raise ValueError(f"tokens have length {length} > max_len={self.max_len}")
         x = self.token_embed(tokens) + self.pos_embed[:length].astype(self.dtype)
-        valid = tokens != self.pad_id
-        mask = jnp.broadcast_to(valid[:, None, None, :], (tokens.shape[0], 1, length, length))
+        mask = padding_mask(tokens != self.pad_id)
         if self.causal:
             mask = nn.combine_masks(mask, nn.make_causal_mask(tokens))
         return self.encoder(x, mask)
