@@ -38,14 +38,17 @@ IMAGE_KEY, TOKENS_KEY = "image", "tokens"
 PredictFns = Mapping[str, Callable[..., Any]]
 
 
-def batched(fn: Callable, variables: Any, *arrays: np.ndarray, batch: int = 256) -> np.ndarray:
+def batched(fn: Callable, variables: Any, *arrays: np.ndarray, batch: int = 256,
+            pad_small: bool = False) -> np.ndarray:
     """`fn(variables, *rows)` over whole arrays, `batch` rows at a time, as one numpy array.
 
     The last batch is padded to full size (repeating the last row), so every call has one shape and
-    compiles once; the padding rows are cut from the result.
+    compiles once; the padding rows are cut from the result. Fewer than `batch` rows run as they are
+    (one call of their own shape) unless `pad_small`, which pads them to `batch` too: for callers
+    whose row counts vary from call to call.
     """
     n = len(arrays[0])
-    pad = -n % batch if n > batch else 0
+    pad = -n % batch if n > batch or pad_small else 0
     padded = [np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad else x for x in arrays]
     out = [np.asarray(fn(variables, *(x[i: i + batch] for x in padded))) for i in range(0, n + pad, batch)]
     return np.concatenate(out)[:n]
@@ -193,7 +196,9 @@ class ITMEvaluator(Evaluator):
 
     `itm/accuracy` is over all 3N pairs as the training metric (a constant "not matched" scores 2/3);
     `itm/pos_accuracy`, `itm/neg_accuracy` are the accuracies on the N positives and the 2N negatives, and
-    `itm/balanced_accuracy` their mean (0.5 at chance, whatever the constant).
+    `itm/balanced_accuracy` their mean (0.5 at chance, whatever the constant). `itm/auc` is the chance
+    that a positive pair's matched-margin (logit 1 − logit 0) beats a negative pair's (ties count half):
+    0.5 at chance, free of the head's threshold (which 1 positive : 2 negatives in training tilts).
     """
 
     name, needs = "itm", ("embed_image", "embed_text", "temperature", "itm_logits")
@@ -205,16 +210,24 @@ class ITMEvaluator(Evaluator):
         excluded = np.zeros((len(img), len(img)), bool) if excluded is None else excluded
         neg_txt, neg_img = (np.asarray(x) for x in _hard_negatives(
             jax.random.key(self.seed), img, txt, self.fns["temperature"](variables), excluded))
-        itm = self.fns["itm_logits"]
-        pos = batched(itm, variables, images, tokens, batch=self.batch)
-        with_neg_txt = batched(itm, variables, images, tokens[neg_txt], batch=self.batch)
-        with_neg_img = batched(itm, variables, images[neg_img], tokens, batch=self.batch)
+        itm = lambda *rows: batched(self.fns["itm_logits"], variables, *rows, batch=self.batch,
+                                    pad_small=True)
+        pos, with_neg_txt, with_neg_img = itm(images, tokens), itm(images, tokens[neg_txt]), itm(
+            images[neg_img], tokens)
         right_pos = pos.argmax(-1) == 1
         right_neg = np.concatenate([with_neg_txt.argmax(-1) == 0, with_neg_img.argmax(-1) == 0])
         acc_pos, acc_neg = float(right_pos.mean()), float(right_neg.mean())
+        margin = lambda x: x[:, 1].astype(np.float64) - x[:, 0]
         return {"itm/accuracy": float(np.concatenate([right_pos, right_neg]).mean()),
                 "itm/pos_accuracy": acc_pos, "itm/neg_accuracy": acc_neg,
-                "itm/balanced_accuracy": 0.5 * (acc_pos + acc_neg)}
+                "itm/balanced_accuracy": 0.5 * (acc_pos + acc_neg),
+                "itm/auc": _auc(margin(pos), np.concatenate([margin(with_neg_txt), margin(with_neg_img)]))}
+
+
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(a positive's score > a negative's) + P(equal) / 2 over all (positive, negative) pairs."""
+    diff = pos[:, None] - neg[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
 
 
 def _find(row: np.ndarray, span: np.ndarray) -> int:
@@ -297,8 +310,9 @@ class MLMEvaluator(Evaluator):
 
     def _predict(self, variables, rows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         fn = self.fns["mlm_logits"]
+        # Every call padded to `batch` rows: the attributes' row counts differ, the compiled shape not.
         return batched(lambda v, im, tk: jnp.argmax(fn(v, im, tk), -1), variables,
-                       self.data.eval[IMAGE_KEY][rows], tokens, batch=self.batch)
+                       self.data.eval[IMAGE_KEY][rows], tokens, batch=self.batch, pad_small=True)
 
     def run(self, variables, cache=None):
         tokens = self.data.eval[TOKENS_KEY]
