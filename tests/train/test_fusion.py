@@ -199,15 +199,15 @@ def _check_regularized(weights: dict, n_steps: int = 3) -> None:
     assert ("image_ind_proj" in state["train"].params["params"]) == (cfg.sep_weight > 0)
 
 
-def test_all_regularizers_together_train_without_nan():
-    _check_regularized(dict(sep_weight=0.5, br_weight=2.0, gc_weight=1.5, br_sample_t=True))
-
-
-# Each alone is one more compile of the whole fusion step (about 50 s each here): the slow set.
-@pytest.mark.slow
 @pytest.mark.parametrize("weights", [dict(sep_weight=1.0), dict(br_weight=1.0), dict(gc_weight=1.0)])
 def test_each_regularizer_alone_trains_without_nan(weights):
     _check_regularized(weights)
+
+
+# One more compile of the whole fusion step (25-60 s here, with each alone above in the fast set).
+@pytest.mark.slow
+def test_all_regularizers_together_train_without_nan():
+    _check_regularized(dict(sep_weight=0.5, br_weight=2.0, gc_weight=1.5, br_sample_t=True))
 
 
 LOOP = FusionConfig(dataset="generated", num_train=256, num_eval=64, image_size=16, patch=8, width=16,
@@ -359,17 +359,25 @@ def test_bad_input_is_one_line(tmp_path, capsys, sets, message):
 
 @pytest.mark.slow
 def test_fusion_tiny_trains_resumes_and_evaluates(tmp_path):
+    """experiments/fusion_tiny.py end to end (about 4 minutes here). Chance levels: ITM balanced accuracy
+    and AUC 0.5; zero-shot mean over the scenes' attributes (4, 4, 2, 3, 3 values) 0.33; R@10 10/512."""
     workdir = tmp_path / "run"
     assert main(["train", "--config", CONFIG, "--workdir", str(workdir)]) == 0
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
     assert last["step"] == load_train_config(CONFIG, {}).steps
     for k in ("itc", "itm", "mlm"):
-        assert last[k] < first[k], k
-    assert last["itm/auc"] > 0.6 and last["itm/balanced_accuracy"] > 0.55
-    assert last["mlm/attributes/accuracy"] > last["mlm/attributes/majority"]
-    assert last["zeroshot/mean/top1"] > 0.4 and last["t2i_R@10"] > 5 * 10 / 512
+        assert last[k] < first[k] - 0.1, k
+    assert last["itm/auc"] > 0.65 and last["itm/balanced_accuracy"] > 0.58
+    assert last["mlm/attributes/accuracy"] > last["mlm/attributes/majority"] + 0.2
+    for attr in ("colour", "size", "background"):
+        assert last[f"mlm/{attr}/accuracy"] > last[f"mlm/{attr}/majority"] + 0.2, attr
+    assert last["zeroshot/mean/top1"] > 0.45 and min(last["i2t_R@10"], last["t2i_R@10"]) > 0.3
+    # Rerunning resumes at the last checkpoint: nothing left to train, nothing logged twice.
+    assert main(["train", "--config", CONFIG, "--workdir", str(workdir)]) == 0
+    assert len((workdir / "metrics.jsonl").read_text().splitlines()) == len(rows)
     assert main(["eval", "--workdir", str(workdir)]) == 0
     evaluated = json.loads((workdir / "eval.json").read_text())
     assert evaluated["step"] == last["step"]
-    assert evaluated["itm/auc"] == pytest.approx(last["itm/auc"], abs=1e-6)
+    for k in ("itm/auc", "mlm/attributes/accuracy", "zeroshot/mean/top1"):
+        assert evaluated[k] == pytest.approx(last[k], abs=1e-6), k
