@@ -247,7 +247,8 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a two-tower model (resuming the workdir's latest checkpoint) and evaluate it."""
+    """Train the config's model, two-tower or fusion (resuming the workdir's latest checkpoint), and
+    evaluate it."""
     _distributed(args)
     from mmjax.data.tfds_io import DatasetError
     from mmjax.train.loop import ResumeMismatch, TrainingDiverged, train_and_evaluate
@@ -302,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild a sweep directory's results.csv, tables and plots")
     rep.add_argument("dir", help="a sweep output directory (holds plan.json and chunks/)")
     rep.set_defaults(func=cmd_report)
-    train = sub.add_parser("train", help="train a two-tower model from a config file (resumes a workdir)")
+    train = sub.add_parser("train", help="train a two-tower or fusion model from a config file (resumes a "
+                                         "workdir)")
     train.add_argument("--config", required=True, help="a config file with get_config() (or its name)")
     train.add_argument("--workdir", default=None, help="output directory (default runs/<config name>)")
     train.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field")

@@ -56,16 +56,19 @@ def check_batch_divisible(batch: int, mesh: Mesh, name: str = "batch") -> None:
                          f"(e.g. {max(n, batch // n * n)})")
 
 
-def sharded_loss(loss: Callable[..., jax.Array], mesh: Mesh, n_sharded: int, n_replicated: int = 0,
-                 axis: str = DATA_AXIS) -> Callable[..., jax.Array]:
+def sharded_loss(loss: Callable[..., Any], mesh: Mesh, n_sharded: int, n_replicated: int = 0,
+                 axis: str = DATA_AXIS, out_specs: Any = None) -> Callable[..., Any]:
     """Wrap `loss(*sharded, *replicated, axis_name=...)` in shard_map: batch args split, scalars shared.
 
-    Each argument may be a pytree (every leaf of a sharded one is split along its leading axis). The loss
-    must reduce with `lax.pmean` over `axis_name`, so every output leaf is the same on every device.
+    Each argument may be a pytree (every leaf of a sharded one is split along its leading axis). By
+    default (`out_specs=None`) every output is replicated: the loss must reduce with `lax.pmean` (or
+    gather) over `axis_name`, so every output leaf is the same on every device. `out_specs` (a pytree
+    prefix of the outputs, e.g. `(P(), P("data"))`) may instead mark outputs that stay split by rows,
+    such as one sampled index per local row.
     """
     fn = functools.partial(loss, axis_name=axis)
     specs = (P(axis),) * n_sharded + (P(),) * n_replicated
-    return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P())
+    return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=P() if out_specs is None else out_specs)
 
 
 def distributed_settings(**flags: Any) -> dict[str, Any]:

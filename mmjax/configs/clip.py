@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from mmjax.configs.common import _fail
 
@@ -14,6 +15,9 @@ DTYPES = ("float32", "bfloat16")
 POOLS_IMAGE = ("cls", "mean")
 POOLS_TEXT = ("eot", "mean")
 IN_MEMORY = ("generated", "scenes")  # datasets made in memory; any other name is a tfds dataset
+# Evaluators (mmjax.eval.evaluators) of the two-tower model's embeddings: retrieval R@k, modality-gap
+# metrics, zero-shot accuracy per labelled task, linear and k-shot probes per labelled task.
+CLIP_EVALS = ("retrieval", "gap", "zeroshot", "probe")
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,20 @@ class ClipConfig:
     keep: int = 3
     probe_shots: int = 5
     final_eval: bool = True  # evaluate after the last step even if it is not on eval_every
+    evals: tuple[str, ...] = CLIP_EVALS  # the evaluators run at each evaluation, in this order
+
+    kind: ClassVar[str] = "clip"  # recorded in config.json, so `mmjax eval` rebuilds this config type
+    allowed_evals: ClassVar[tuple[str, ...]] = CLIP_EVALS
 
     def __post_init__(self) -> None:
+        evals = self.evals
+        if isinstance(evals, str) or not all(isinstance(e, str) for e in evals):
+            _fail("evals", evals, f"must be a tuple of names from {', '.join(self.allowed_evals)}")
+        object.__setattr__(self, "evals", tuple(evals))  # config.json stores a list
+        unknown = [e for e in self.evals if e not in self.allowed_evals]
+        if unknown or len(set(self.evals)) != len(self.evals):
+            _fail("evals", ",".join(self.evals),
+                  f"must be distinct names from {', '.join(self.allowed_evals)} (for {self.kind})")
         for name in ("num_train", "num_eval", "image_size", "max_len", "vocab_size", "patch", "width",
                      "depth", "heads", "embed_dim", "batch", "steps", "accum_steps", "log_every",
                      "eval_every", "ckpt_every", "keep", "probe_shots"):
@@ -108,6 +124,11 @@ class ClipConfig:
             _fail("max_len", self.max_len, "must be at least 2 (start and end-of-text tokens)")
         if self.dataset in IN_MEMORY and self.num_train < self.batch:
             _fail("num_train", self.num_train, f"must be at least batch={self.batch}")
+
+    @property
+    def needs_mask_token(self) -> bool:
+        """Whether the tokenizer needs a [MASK] id (masked language modelling): not for the two towers."""
+        return False
 
     @property
     def regularizers(self) -> tuple[str, ...]:

@@ -11,14 +11,18 @@ dimension 256, queue 65 536, momentum 0.995, α = 0.4, 15 % masking, batch 512; 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from mmjax.configs.clip import ClipConfig
+from mmjax.configs.clip import CLIP_EVALS, ClipConfig
 from mmjax.configs.common import ConfigError, _fail
 from mmjax.losses.fusion import check_queue_size
 
 FUSION_IMAGE_TOWERS = ("vit",)  # the fusion layers cross-attend to the image tokens
 FUSION_TEXT_TOWERS = ("transformer",)
 FUSION_VARIANTS = ("tiny", "paper")
+# The two-tower evaluators on the unimodal ITC features, then held-out ITM accuracy with hard negatives
+# and MLM accuracy on masked attribute words (mmjax.eval.evaluators).
+FUSION_EVALS = (*CLIP_EVALS, "itm", "mlm")
 
 PAPER_FIELDS = dict(
     image_size=256, patch=16, width=768, depth=12, heads=12,  # ViT-B/16, pre-training resolution
@@ -45,6 +49,10 @@ class FusionConfig(ClipConfig):
     momentum: float = 0.995  # EMA momentum of the momentum model
     alpha: float = 0.4  # momentum-distillation weight of ITC and MLM
     mask_prob: float = 0.15  # MLM: chance that a non-special token is chosen
+    evals: tuple[str, ...] = FUSION_EVALS
+
+    kind: ClassVar[str] = "fusion"
+    allowed_evals: ClassVar[tuple[str, ...]] = FUSION_EVALS
 
     def __post_init__(self) -> None:
         # the tower choices first, so an unknown tower names what the fusion model allows
@@ -71,6 +79,15 @@ class FusionConfig(ClipConfig):
             _fail("alpha", self.alpha, "must be in [0, 1]")
         if not 0 < self.mask_prob < 1:
             _fail("mask_prob", self.mask_prob, "must be in (0, 1)")
+        if self.br_weight > 0 and self.br_stop_gradient:
+            _fail("br_stop_gradient", self.br_stop_gradient,
+                  "must be False with br_weight > 0 on the fusion model: its augmented view is the momentum "
+                  "feature (no gradient), so L_Br trains only through the bridge point")
+
+    @property
+    def needs_mask_token(self) -> bool:
+        """True: MLM masks tokens with the tokenizer's [MASK] id."""
+        return True
 
     @property
     def two_views(self) -> bool:

@@ -3,6 +3,11 @@
 `WordTokenizer` suits templated captions (every word is a known attribute value); `SubwordTokenizer`
 trains a BPE or WordPiece model on a dataset's own captions with HuggingFace `tokenizers`. Both save
 to and load from JSON so a checkpoint can carry the exact vocabulary it was trained with.
+
+BERT's special tokens map onto this convention: [CLS] is `<sot>` (position 0 of every row, whose
+feature the fusion model reads as its CLS), [SEP] is `<eot>`, [PAD] is `<pad>`. [MASK] (for masked
+language modelling) is optional: built with `mask_token=True`, a tokenizer appends `<mask>` as its
+*last* id, so every other id, and a vocabulary saved without it, stay as they were.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = ("<pad>", "<sot>", "<eot>", "<unk>")  # in id order
+MASK_TOKEN = "<mask>"  # optional, appended after the vocabulary (see the module doc)
 TOKENIZER_KINDS = ("word", "bpe", "wordpiece")
 SUBWORD_ALGORITHMS = ("bpe", "wordpiece")
 
@@ -66,6 +72,18 @@ class Tokenizer(abc.ABC):
 
     kind: str
     pad_id, bos_id, eos_id, unk_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID
+    cls_id, sep_id = BOS_ID, EOS_ID  # BERT's [CLS] and [SEP]
+
+    @property
+    def mask_id(self) -> int | None:
+        """Id of [MASK] (`<mask>`, the last id) when built with `mask_token=True`, else None."""
+        return None
+
+    @property
+    def special_ids(self) -> tuple[int, ...]:
+        """Ids that are not words: pad, sot ([CLS]), eot ([SEP]), unk and, if present, [MASK]."""
+        extra = () if self.mask_id is None else (self.mask_id,)
+        return (PAD_ID, BOS_ID, EOS_ID, UNK_ID, *extra)
 
     @property
     @abc.abstractmethod
@@ -110,17 +128,27 @@ class WordTokenizer(Tokenizer):
 
     kind = "word"
 
-    def __init__(self, words: Sequence[str]):
+    def __init__(self, words: Sequence[str], mask_token: bool = False):
         self.words = tuple(words)
+        self.mask_token = bool(mask_token)
+        if MASK_TOKEN in self.words:
+            raise ValueError(f"{MASK_TOKEN!r} is a special token, not a word")
         self._index = {w: i + len(SPECIAL_TOKENS) for i, w in enumerate(self.words)}
-        self._tokens = SPECIAL_TOKENS + self.words
+        self._tokens = SPECIAL_TOKENS + self.words + ((MASK_TOKEN,) if self.mask_token else ())
 
     @classmethod
-    def build(cls, captions: Texts, *, min_count: int = 1, max_size: int | None = None) -> WordTokenizer:
-        """Vocabulary of the words in `captions`, most frequent first (ties alphabetical, so reproducible)."""
+    def build(cls, captions: Texts, *, min_count: int = 1, max_size: int | None = None,
+              mask_token: bool = False) -> WordTokenizer:
+        """Vocabulary of the words in `captions`, most frequent first (ties alphabetical, so reproducible);
+        with `mask_token`, [MASK] after them."""
         counts = Counter(w for text in as_strings(captions) for w in split_words(text))
         words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
-        return cls(words[:max_size])
+        return cls(words[:max_size], mask_token=mask_token)
+
+    @property
+    def mask_id(self) -> int | None:
+        """Id of [MASK] (the last id) when built with `mask_token=True`, else None."""
+        return len(self._tokens) - 1 if self.mask_token else None
 
     @property
     def vocab_size(self) -> int:
@@ -135,7 +163,8 @@ class WordTokenizer(Tokenizer):
 
     def to_json(self) -> dict:
         """JSON-serialisable description, including `kind`."""
-        return {"kind": self.kind, "words": list(self.words)}
+        out = {"kind": self.kind, "words": list(self.words)}
+        return {**out, "mask_token": True} if self.mask_token else out
 
 
 class SubwordTokenizer(Tokenizer):
@@ -149,9 +178,16 @@ class SubwordTokenizer(Tokenizer):
         if ids != list(range(len(SPECIAL_TOKENS))):
             raise ValueError(f"special tokens {SPECIAL_TOKENS} must have ids 0..3, got {ids}")
 
+    @property
+    def mask_id(self) -> int | None:
+        """Id of [MASK] (the last id) when trained with `mask_token=True`, else None."""
+        return self.tokenizer.token_to_id(MASK_TOKEN)
+
     @classmethod
-    def train(cls, captions: Texts, *, vocab_size: int = 1000, algorithm: str = "bpe") -> SubwordTokenizer:
-        """Train a lowercase BPE (metaspace-separated) or WordPiece model with at most `vocab_size` ids."""
+    def train(cls, captions: Texts, *, vocab_size: int = 1000, algorithm: str = "bpe",
+              mask_token: bool = False) -> SubwordTokenizer:
+        """Train a lowercase BPE (metaspace-separated) or WordPiece model with at most `vocab_size` ids;
+        with `mask_token`, [MASK] is added after them (one more id)."""
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -174,6 +210,8 @@ class SubwordTokenizer(Tokenizer):
             trainer = trainers.WordPieceTrainer(**options)
         tokenizer.normalizer = normalizers.Lowercase()
         tokenizer.train_from_iterator(as_strings(captions), trainer)
+        if mask_token:
+            tokenizer.add_special_tokens([MASK_TOKEN])  # appended: the last id
         return cls(tokenizer)
 
     @property
@@ -196,7 +234,7 @@ def tokenizer_from_json(data: dict) -> Tokenizer:
     """Rebuild a tokenizer from `Tokenizer.to_json()` output."""
     kind = data.get("kind")
     if kind == WordTokenizer.kind:
-        return WordTokenizer(data["words"])
+        return WordTokenizer(data["words"], mask_token=data.get("mask_token", False))
     if kind == SubwordTokenizer.kind:
         from tokenizers import Tokenizer as HFTokenizer
 
@@ -205,7 +243,8 @@ def tokenizer_from_json(data: dict) -> Tokenizer:
 
 
 def make_tokenizer(kind: str, captions: Texts, **kwargs) -> Tokenizer:
-    """Build a tokenizer of `kind` ("word", "bpe" or "wordpiece") from a dataset's captions."""
+    """Build a tokenizer of `kind` ("word", "bpe" or "wordpiece") from a dataset's captions; kwargs go to
+    `WordTokenizer.build` or `SubwordTokenizer.train` (e.g. `mask_token=True` for MLM)."""
     if kind == "word":
         return WordTokenizer.build(captions, **kwargs)
     if kind in SUBWORD_ALGORITHMS:

@@ -115,6 +115,9 @@ class Fusion(nn.Module):
     ITC temperature itself (init 0.07); `temp()` clamps it to [min_temp, max_temp] = [0.001, 0.5] as
     ALBEF does, and `clamp_temp` clamps the stored parameter (ALBEF clamps it in place every step).
     Projections and heads run in float32 whatever the towers' compute dtype, so losses see float32.
+    With `independent_heads`, `image_ind_proj`, `text_ind_proj` give the CLS features a second
+    projection, the "independent" features of deep feature separation (Jiang et al., arXiv 2303.05952),
+    as `TwoTower` does.
     """
 
     image_tower: nn.Module
@@ -123,6 +126,7 @@ class Fusion(nn.Module):
     init_temp: float = 0.07
     min_temp: float = 0.001
     max_temp: float = 0.5
+    independent_heads: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.image_tower, ViT) or self.image_tower.pool != "cls":
@@ -138,6 +142,9 @@ class Fusion(nn.Module):
         self.image_proj = nn.Dense(self.embed_dim)
         self.text_proj = nn.Dense(self.embed_dim)
         self.itm_head = nn.Dense(2)
+        if self.independent_heads:
+            self.image_ind_proj = nn.Dense(self.embed_dim)
+            self.text_ind_proj = nn.Dense(self.embed_dim)
         self.temp_param = self.param("temp", nn.initializers.constant(self.init_temp), ())
 
     def image_tokens(self, images: Array) -> Array:
@@ -155,6 +162,14 @@ class Fusion(nn.Module):
     def text_feature(self, text_tokens: Array) -> Array:
         """(B, L, width) text-only features to the (B, embed_dim) unit-norm float32 ITC feature of the CLS."""
         return l2_normalize(self.text_proj(text_tokens[:, 0].astype(jnp.float32)))
+
+    def image_ind_feature(self, image_tokens: Array) -> Array:
+        """(B, 1 + P, width) image tokens to the unit-norm independent feature (needs `independent_heads`)."""
+        return l2_normalize(self.image_ind_proj(image_tokens[:, 0].astype(jnp.float32)))
+
+    def text_ind_feature(self, text_tokens: Array) -> Array:
+        """(B, L, width) text-only features to the unit-norm independent feature (`independent_heads`)."""
+        return l2_normalize(self.text_ind_proj(text_tokens[:, 0].astype(jnp.float32)))
 
     def fuse(self, text_tokens: Array, mask: Array, image_tokens: Array) -> Array:
         """`FusionTextModel.fuse`: text features, (B, L) boolean mask (True at real tokens), image tokens."""
@@ -174,12 +189,16 @@ class Fusion(nn.Module):
 
     def __call__(self, images: Array, tokens: Array) -> dict[str, Array]:
         """Every output on matched pairs (touches every submodule, so `init` makes all parameters):
-        dict(img, txt: ITC features; itm: ITM logits; mlm: MLM logits of `tokens`; temp)."""
+        dict(img, txt: ITC features; itm: ITM logits; mlm: MLM logits of `tokens`; temp; with
+        `independent_heads` also img_ind, txt_ind)."""
         tok_i = self.image_tokens(images)
         tok_t = self.text_tokens(tokens)
         fused = self.fuse(tok_t, tokens != self.text_model.pad_id, tok_i)
-        return {"img": self.image_feature(tok_i), "txt": self.text_feature(tok_t),
-                "itm": self.itm_logits(fused), "mlm": self.mlm_logits(fused), "temp": self.temp()}
+        out = {"img": self.image_feature(tok_i), "txt": self.text_feature(tok_t),
+               "itm": self.itm_logits(fused), "mlm": self.mlm_logits(fused), "temp": self.temp()}
+        if self.independent_heads:
+            out.update(img_ind=self.image_ind_feature(tok_i), txt_ind=self.text_ind_feature(tok_t))
+        return out
 
 
 def clamp_temp(params: Any, model: Fusion) -> Any:

@@ -9,8 +9,8 @@ created replicated (`jit(init, out_shardings=...)`) and donated to each step. Pe
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,11 +24,12 @@ from mmjax import parallel
 from mmjax.configs.clip import ClipConfig
 from mmjax.data.augment import AugmentConfig, two_views
 from mmjax.data.pipeline import IMAGE_KEY, TOKENS_KEY
-from mmjax.eval import gap, probes, retrieval, zeroshot
+from mmjax.eval.evaluators import batched, make_evaluators, run_evaluators
 from mmjax.losses import structure
 from mmjax.losses.contrastive import clamped_scale, clip_loss, con_loss, siglip_loss, simclr_cosine_loss
 from mmjax.models.two_tower import TwoTower, build_two_tower
 from mmjax.train.step import init_state, make_train_step
+from mmjax.train.trainer import Trainer
 
 Array = jax.Array
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -49,6 +50,36 @@ def make_optimizer(cfg: ClipConfig) -> optax.GradientTransformation:
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
     return optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
                        optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=decay_mask))
+
+
+def structure_terms(cfg: ClipConfig, emb: Mapping[str, Array], key: Array | None,
+                    axis_name: str | None = None) -> dict[str, Array]:
+    """The structure regularizers switched on in `cfg` (Jiang et al., arXiv 2303.05952), unweighted, as
+    `reg/<name>`, on the local rows of a batch.
+
+    `emb` holds the features `img`, `txt` and their augmented view `img_aug`, `txt_aug` (L_Br, L_GC), and
+    with L_Sep the independent features `img_ind`, `txt_ind`, `img_ind_aug`, `txt_ind_aug`. `key` (raw
+    key data) draws the bridge position when `cfg.br_sample_t`.
+    """
+    img, txt = emb["img"], emb["txt"]
+    terms = {}
+    if cfg.sep_weight > 0:
+        terms["reg/sep"], _ = structure.sep_loss(
+            img, txt, emb["img_ind"], emb["txt_ind"], emb["img_ind_aug"], emb["txt_ind_aug"],
+            tau=cfg.sep_tau, axis_name=axis_name)
+    if cfg.br_weight > 0:
+        k = jax.random.wrap_key_data(key) if cfg.br_sample_t else None
+        terms["reg/br"] = structure.bridge_loss(img, txt, emb["img_aug"], t=cfg.br_t, key=k,
+                                                stop_gradient_bridge=cfg.br_stop_gradient,
+                                                axis_name=axis_name)
+    if cfg.gc_weight > 0:
+        terms["reg/gc"], _ = structure.gc_loss(img, txt, emb["img_aug"], emb["txt_aug"], axis_name=axis_name)
+    return terms
+
+
+def weighted_regularizers(cfg: ClipConfig, terms: Mapping[str, Array]) -> Array:
+    """Σ_r weight_r · reg/<r> over the regularizers switched on."""
+    return sum(getattr(cfg, f"{r}_weight") * terms[f"reg/{r}"] for r in cfg.regularizers)
 
 
 def make_objective(cfg: ClipConfig) -> Callable:
@@ -74,21 +105,8 @@ def make_objective(cfg: ClipConfig) -> Callable:
             loss = simclr_cosine_loss(img, txt, tau=1.0 / clamped_scale(log_scale), axis_name=axis_name)
         if not cfg.regularizers:
             return loss, {}
-        terms = {"reg/contrastive": loss}
-        if cfg.sep_weight > 0:
-            terms["reg/sep"], _ = structure.sep_loss(
-                img, txt, emb["img_ind"], emb["txt_ind"], emb["img_ind_aug"], emb["txt_ind_aug"],
-                tau=cfg.sep_tau, axis_name=axis_name)
-        if cfg.br_weight > 0:
-            key = jax.random.wrap_key_data(scalars["key"]) if cfg.br_sample_t else None
-            terms["reg/br"] = structure.bridge_loss(img, txt, emb["img_aug"], t=cfg.br_t, key=key,
-                                                    stop_gradient_bridge=cfg.br_stop_gradient,
-                                                    axis_name=axis_name)
-        if cfg.gc_weight > 0:
-            terms["reg/gc"], _ = structure.gc_loss(img, txt, emb["img_aug"], emb["txt_aug"],
-                                                   axis_name=axis_name)
-        total = loss + sum(getattr(cfg, f"{r}_weight") * terms[f"reg/{r}"] for r in cfg.regularizers)
-        return total, terms
+        terms = {"reg/contrastive": loss, **structure_terms(cfg, emb, scalars["key"], axis_name)}
+        return loss + weighted_regularizers(cfg, terms), terms
 
     return objective
 
@@ -118,22 +136,6 @@ def make_loss(cfg: ClipConfig, model: TwoTower, mesh: Mesh) -> Callable:
     return loss_fn
 
 
-@dataclasses.dataclass
-class Trainer:
-    """Compiled init and step of one config on one mesh."""
-
-    cfg: ClipConfig
-    model: TwoTower
-    mesh: Mesh
-    optimizer: optax.GradientTransformation
-    init: Callable[[Array], dict]
-    step: Callable[[dict, Mapping[str, Array]], tuple[dict, dict]]
-
-    def abstract_state(self) -> Any:
-        """Shapes, dtypes and shardings of the state (the restore target of a checkpoint)."""
-        return jax.eval_shape(self.init, jax.random.key(0))
-
-
 def make_trainer(cfg: ClipConfig, vocab_size: int, mesh: Mesh | None = None,
                  for_training: bool = True) -> Trainer:
     """Model, optimiser and the jit-compiled (sharded, donated) init and train step of a config."""
@@ -161,10 +163,13 @@ def make_trainer(cfg: ClipConfig, vocab_size: int, mesh: Mesh | None = None,
         return {"train": train, "rng": state["rng"]}, metrics
 
     batch_shardings = {IMAGE_KEY: data, TOKENS_KEY: data}
+    enc_i, enc_t = _encoders(model)
     return Trainer(cfg=cfg, model=model, mesh=mesh, optimizer=optimizer,
                    init=jax.jit(init, out_shardings=repl),
                    step=jax.jit(step, in_shardings=(repl, batch_shardings), out_shardings=(repl, repl),
-                                donate_argnums=0))
+                                donate_argnums=0),
+                   predict_fns={"embed_image": enc_i, "embed_text": enc_t},
+                   batch_keys=(IMAGE_KEY, TOKENS_KEY))
 
 
 @functools.lru_cache(maxsize=8)
@@ -179,15 +184,7 @@ def embed_all(model: TwoTower, variables: Any, images: np.ndarray | None, tokens
     """Unit-norm image and text embeddings of whole arrays, `batch` rows at a time."""
     enc_i, enc_t = _encoders(model)
     variables = jax.device_put(variables)  # once, not once per batch
-
-    def run(fn, x):
-        if x is None:
-            return None
-        # Pad the last batch to full size, so every call has one shape and compiles once.
-        padded = np.concatenate([x, np.repeat(x[-1:], -len(x) % batch, 0)]) if len(x) > batch else x
-        out = [np.asarray(fn(variables, padded[i: i + batch])) for i in range(0, len(padded), batch)]
-        return np.concatenate(out)[: len(x)]
-
+    run = lambda fn, x: None if x is None else batched(fn, variables, x, batch=batch)
     return run(enc_i, images), run(enc_t, tokens)
 
 
@@ -200,32 +197,11 @@ def evaluate(model: TwoTower, variables: Any, eval_data: Mapping[str, np.ndarray
     `tasks` maps a label column of `eval_data` (and `probe_data`, the probes' training split) to its
     tokenized prompts (n_classes, n_templates, L), or to None for probes only. The task "label" reports
     as `zeroshot/top1`, `probe/linear`, ...; any other task `t` as `zeroshot/t/top1`, `probe/t/linear`.
+    (The evaluators "retrieval", "gap", "zeroshot", "probe" of `mmjax.eval.evaluators`, which the loop
+    runs through the trainer's predict functions.)
     """
-    img, txt = embed_all(model, variables, eval_data[IMAGE_KEY], eval_data[TOKENS_KEY])
-    out = {k: float(v) for k, v in retrieval.retrieval_recall(img, txt).items()}
-    out.update({f"gap/{k}": float(v) for k, v in gap.gap_metrics(img, txt).items()})
-    train_img = None
-    for name, prompts in (tasks or {}).items():
-        prefix = "" if name == "label" else f"{name}/"
-        labels = eval_data[name]
-        if prompts is not None:
-            n_cls, n_tpl, length = prompts.shape
-            _, prompt_emb = embed_all(model, variables, None, prompts.reshape(-1, length))
-            classes = zeroshot.class_embeddings(prompt_emb.reshape(n_cls, n_tpl, -1))
-            acc = zeroshot.zero_shot_accuracy(img, classes, labels, topk=(1, 5))
-            out.update({f"zeroshot/{prefix}{k}": float(v) for k, v in acc.items()})
-        if probe_data is not None:
-            if train_img is None:
-                train_img, _ = embed_all(model, variables, probe_data[IMAGE_KEY], None)
-            n_cls = int(max(labels.max(), probe_data[name].max())) + 1
-            out[f"probe/{prefix}linear"] = float(
-                probes.linear_probe(train_img, probe_data[name], img, labels, n_cls))
-            out[f"probe/{prefix}{shots}shot"] = float(probes.k_shot_probe(
-                jax.random.key(seed), train_img, probe_data[name], img, labels, n_cls, shots))
-    if len(tasks or {}) > 1:  # the mean over tasks of each per-task metric
-        for key in [k for k in out if k.startswith(("zeroshot/", "probe/")) and k.count("/") == 2]:
-            kind, _, metric = key.split("/")
-            per_task = [out[f"{kind}/{t}/{metric}"] for t in tasks if f"{kind}/{t}/{metric}" in out]
-            if len(per_task) > 1:
-                out[f"{kind}/mean/{metric}"] = float(np.mean(per_task))
-    return out
+    enc_i, enc_t = _encoders(model)
+    data = types.SimpleNamespace(eval=eval_data, probe=probe_data, tasks=dict(tasks or {}))
+    evaluators = make_evaluators(("retrieval", "gap", "zeroshot", "probe"),
+                                 {"embed_image": enc_i, "embed_text": enc_t}, data, seed=seed, shots=shots)
+    return run_evaluators(evaluators, variables)

@@ -1,9 +1,14 @@
 """`train_and_evaluate(config, workdir)`: data, trainer, checkpoints, logging, evaluation, resumption.
 
-Workdir layout: `config.json`, `tokenizer.json`, `metrics.jsonl` (one JSON object per logged step),
-`tb/` (TensorBoard events), `checkpoints/<step>/`, `eval.json` (the last evaluation). Rerunning on the
-same workdir restores the newest readable checkpoint, including the data-iterator position, and
-continues bit-identically.
+The one training loop of every trainer (`mmjax.train.trainer`): the two-tower model of a `ClipConfig`
+and the fusion model of a `FusionConfig` alike. The trainer names the batch keys its step reads, its
+evaluators' predict functions and its config type; the config names the evaluators (`evals`).
+
+Workdir layout: `config.json` (the config's `kind` and fields), `tokenizer.json`, `metrics.jsonl` (one
+JSON object per logged step), `tb/` (TensorBoard events), `checkpoints/<step>/` (the whole train state:
+for the fusion model also its momentum model and feature queues), `eval.json` (the last evaluation).
+Rerunning on the same workdir restores the newest readable checkpoint, including the data-iterator
+position, and continues bit-identically.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ from mmjax.configs.clip import ClipConfig
 from mmjax.configs.common import ConfigError
 from mmjax.data.pipeline import (
     CAPTION_KEY,
+    COLOURS,
     IMAGE_KEY,
+    SHAPES,
+    SIZES,
     TOKENS_KEY,
     ArraySource,
     make_dataset,
@@ -35,9 +43,10 @@ from mmjax.data.pipeline import (
 from mmjax.data.scene_dataset import attribute_tasks, scene_arrays
 from mmjax.data.tfds_io import load_source
 from mmjax.data.tokenizer import Tokenizer, as_strings, make_tokenizer
+from mmjax.eval.evaluators import run_evaluators
 from mmjax.eval.zeroshot import prompt_texts
 from mmjax.train.checkpoint import Checkpointer
-from mmjax.train.clip import Trainer, evaluate, make_trainer
+from mmjax.train.trainer import Trainer, config_from_json, config_to_json, make_trainer
 
 PROBE_TRAIN_ROWS = 2048
 
@@ -60,6 +69,8 @@ class Data:
     tokenizer: Tokenizer
     # label column → tokenized prompts (n_classes, n_templates, max_len), or None (probes only)
     tasks: dict[str, np.ndarray | None]
+    # label column → the word each label value is named by in the captions (MLM on attribute words)
+    attributes: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 def _columns(source: Any, rows: int) -> dict[str, np.ndarray]:
@@ -82,39 +93,50 @@ def load_data(cfg: ClipConfig, workdir: Path) -> Data:
     """Sources and tokenizer of a config; the tokenizer is built once and then read from the workdir.
 
     Tasks: the generated data has one ("label": colour and shape), the scenes one per attribute, and a
-    tfds dataset with a `label` column a probe-only one.
+    tfds dataset with a `label` column a probe-only one. Attributes (named words): the generated data's
+    colour, shape and size, the scenes' five attributes. A config that `needs_mask_token` (MLM) gets a
+    tokenizer with [MASK].
     """
     prompts_of: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    attributes: dict[str, tuple[str, ...]] = {}
     if cfg.dataset == "generated":
         full = make_generated_dataset(cfg.num_train + cfg.num_eval, cfg.image_size, seed=1234)
         cols = full.columns
         train = ArraySource({k: v[: cfg.num_train] for k, v in cols.items()})
         eval_cols = {k: v[cfg.num_train:] for k, v in cols.items()}
         prompts_of["label"] = (full.class_names, full.prompt_templates)
+        attributes = {"colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES}
     elif cfg.dataset == "scenes":
         train_cols, eval_cols = scene_arrays(cfg.num_train, cfg.num_eval, cfg.image_size, seed=1234)
         # The scene-vocabulary token ids are dropped: captions go through this run's tokenizer.
         train = ArraySource({k: v for k, v in train_cols.items() if k != TOKENS_KEY})
         prompts_of.update(attribute_tasks())
+        attributes = {name: names for name, (names, _) in prompts_of.items()}
     else:
         train = load_source(cfg.dataset, cfg.train_split, cfg.data_dir)
         eval_cols = _columns(load_source(cfg.dataset, cfg.eval_split, cfg.data_dir), cfg.num_eval)
     tok_path = workdir / "tokenizer.json"
     if tok_path.exists():
         tokenizer = Tokenizer.load(tok_path)
+        if cfg.needs_mask_token and tokenizer.mask_id is None:
+            raise ConfigError(f"workdir {workdir} holds a tokenizer without [MASK], which the {cfg.kind} "
+                              "model needs: use a new --workdir")
     else:
         captions = (train.columns[CAPTION_KEY] if isinstance(train, ArraySource)
                     else [train[i][CAPTION_KEY] for i in range(len(train))])
         kwargs = {} if cfg.tokenizer == "word" else {"vocab_size": cfg.vocab_size}
+        if cfg.needs_mask_token:
+            kwargs["mask_token"] = True
         tokenizer = make_tokenizer(cfg.tokenizer, captions, **kwargs)
         if jax.process_index() == 0:
             tokenizer.save(tok_path.with_suffix(".tmp"))
             tok_path.with_suffix(".tmp").replace(tok_path)  # atomic: other hosts never read half a file
     labels = tuple(prompts_of) or (("label",) if "label" in eval_cols else ())
-    evald = _model_arrays(eval_cols, tokenizer, cfg.max_len, labels)
+    kept = labels + tuple(a for a in attributes if a not in labels)  # label columns and attribute columns
+    evald = _model_arrays(eval_cols, tokenizer, cfg.max_len, kept)
     probe = None
     if labels:
-        probe = _model_arrays(_columns(train, PROBE_TRAIN_ROWS), tokenizer, cfg.max_len, labels)
+        probe = _model_arrays(_columns(train, PROBE_TRAIN_ROWS), tokenizer, cfg.max_len, kept)
     tasks: dict[str, np.ndarray | None] = {}
     for name in labels:
         if name in prompts_of:
@@ -122,7 +144,7 @@ def load_data(cfg: ClipConfig, workdir: Path) -> Data:
             tasks[name] = np.stack([tokenizer.encode(row, cfg.max_len) for row in texts])
         else:
             tasks[name] = None
-    return Data(train=train, eval=evald, probe=probe, tokenizer=tokenizer, tasks=tasks)
+    return Data(train=train, eval=evald, probe=probe, tokenizer=tokenizer, tasks=tasks, attributes=attributes)
 
 
 class MetricsLog:
@@ -170,9 +192,15 @@ def check_workdir_config(workdir: Path, cfg: ClipConfig,
     path = workdir / "config.json"
     if not path.exists():
         return
-    current, defaults = dataclasses.asdict(cfg), dataclasses.asdict(ClipConfig())
-    # A field missing from an older config.json had its default value then.
-    stored = {**defaults, **json.loads(path.read_text())}
+    stored = json.loads(path.read_text())
+    kind = stored.pop("kind", ClipConfig.kind)  # older config.json files are two-tower runs'
+    if kind != cfg.kind:
+        raise ConfigError(f"workdir {workdir} holds a {kind} run, not a {cfg.kind} one: {hint}")
+    # Compared as JSON (tuples read back as lists); a field missing from an older config.json had its
+    # default value then.
+    as_json = lambda c: json.loads(json.dumps(dataclasses.asdict(c)))
+    current = as_json(cfg)
+    stored = {**as_json(type(cfg)()), **stored}
     diff = sorted(k for k in current if stored[k] != current[k] and k not in _RESUMABLE)
     if diff:
         k = diff[0]
@@ -182,7 +210,7 @@ def check_workdir_config(workdir: Path, cfg: ClipConfig,
 def _check_config(workdir: Path, cfg: ClipConfig, resuming: bool) -> None:
     """Write config.json, or refuse to resume a workdir whose checkpoints came from another config."""
     path = workdir / "config.json"
-    current = dataclasses.asdict(cfg)
+    current = config_to_json(cfg)
     if resuming:
         check_workdir_config(workdir, cfg)
     if jax.process_index() == 0:
@@ -191,7 +219,7 @@ def _check_config(workdir: Path, cfg: ClipConfig, resuming: bool) -> None:
 
 
 # Fields that may change between a run and its resumption without changing what is computed.
-_RESUMABLE = {"log_every", "eval_every", "ckpt_every", "keep", "final_eval", "data_dir"}
+_RESUMABLE = {"log_every", "eval_every", "ckpt_every", "keep", "final_eval", "data_dir", "evals"}
 
 
 def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int | None = None,
@@ -199,7 +227,7 @@ def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int 
     """Train (resuming from `workdir` if it holds checkpoints) and evaluate; returns the final metrics.
 
     `stop_after` ends this invocation after that many global steps (a pre-emption, for tests); the
-    next call on the same workdir continues.
+    next call on the same workdir continues. `trainer` defaults to the trainer of the config's kind.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -227,6 +255,7 @@ def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int 
         if not (starts == start).all():
             raise ResumeMismatch(f"hosts restored different checkpoint steps {starts.tolist()} from "
                                    f"{ckpt.directory}: make every host read the same checkpoint directory")
+    evaluators = trainer.evaluators(data)
     iterator = make_iterator(dataset, state=data_state)
     log = MetricsLog(workdir, start)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
@@ -250,7 +279,7 @@ def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int 
     try:
         for step in range(start + 1, end + 1):
             local = next(iterator)
-            batch = parallel.global_batch({k: local[k] for k in (IMAGE_KEY, TOKENS_KEY)}, trainer.mesh)
+            batch = parallel.global_batch({k: local[k] for k in trainer.batch_keys}, trainer.mesh)
             state, metrics = trainer.step(state, batch)
             pending.append((step, metrics))
             bar.update(1)
@@ -260,8 +289,7 @@ def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int 
                 logged = flush()
                 bar.set_postfix(loss=f"{logged['loss']:.4f}")
                 if is_eval:
-                    logged.update(evaluate(trainer.model, host_copy(state["train"].params), data.eval,
-                                           data.probe, data.tasks, cfg.probe_shots, cfg.seed))
+                    logged.update(run_evaluators(evaluators, host_copy(trainer.eval_variables(state))))
                     if jax.process_index() == 0:
                         (workdir / "eval.json").write_text(json.dumps({"step": step, **logged}, indent=1))
                 log.write(step, logged)
@@ -284,7 +312,7 @@ def evaluate_workdir(workdir: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"--workdir {workdir} is invalid: no config.json (train there first)")
     try:
-        cfg = ClipConfig(**json.loads(path.read_text()))
+        cfg = config_from_json(json.loads(path.read_text()))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"--workdir {workdir}: config.json is unreadable ({err})") from None
     data = load_data(cfg, workdir)
@@ -297,8 +325,7 @@ def evaluate_workdir(workdir: str | Path) -> dict[str, Any]:
     if restored is None:
         raise ConfigError(f"--workdir {workdir} is invalid: no readable checkpoint under checkpoints/")
     step, state, _ = restored
-    metrics = evaluate(trainer.model, host_copy(state["train"].params), data.eval, data.probe,
-                       data.tasks, cfg.probe_shots, cfg.seed)
+    metrics = run_evaluators(trainer.evaluators(data), host_copy(trainer.eval_variables(state)))
     out = {"step": step, **metrics}
     if jax.process_index() == 0:
         (workdir / "eval.json").write_text(json.dumps(out, indent=1))

@@ -1,4 +1,8 @@
-"""The one train step: value_and_grad of a loss, an optax update. Every trainer builds on it."""
+"""The one train step: value_and_grad of a loss, an optax update. Every trainer builds on it.
+
+A loss may carry state that gradients do not train (`make_train_step(..., carry_state=True)`): the
+fusion trainer's feature queues go through it, micro-batch by micro-batch.
+"""
 
 from __future__ import annotations
 
@@ -37,38 +41,61 @@ def micro_batches(batch: Any, k: int) -> Any:
 
 
 def make_train_step(
-    loss_fn: LossFn, optimizer: optax.GradientTransformation, accum_steps: int = 1
-) -> Callable[..., tuple[TrainState, dict[str, Array]]]:
+    loss_fn: LossFn, optimizer: optax.GradientTransformation, accum_steps: int = 1, *,
+    carry_state: bool = False,
+) -> Callable[..., tuple]:
     """Build `step(state, key, *batch) -> (state, metrics)` for `loss_fn(params, key, *batch) -> (loss, aux)`.
 
     With `accum_steps` = k > 1 every batch leaf is split into k micro-batches (`micro_batches`); loss,
     aux and gradients are averaged over them (each micro-batch's loss sees only its own rows, so
     contrastive negatives come from the micro-batch) before one optimiser update.
+
+    With `carry_state`, the loss also reads and returns state that gradients do not train (a queue of
+    features, say): `loss_fn(params, extra, key, *batch) -> (loss, (aux, extra))`, and the step is
+    `step(state, extra, key, *batch) -> (state, extra, metrics)`. Under accumulation `extra` is threaded
+    through the micro-batches in order (micro-batch i sees what micro-batch i − 1 returned), not averaged.
     """
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if carry_state:
+        stateful = grad_fn
+    else:
+        def stateful(params: Any, extra: Any, key: Array, *batch: Any):
+            """The stateless loss as a stateful one whose state passes through unchanged."""
+            (loss, aux), grads = grad_fn(params, key, *batch)
+            return (loss, (aux, extra)), grads
 
-    def accumulated(params: Any, key: Array, *batch: Any):
+    def accumulated(params: Any, extra: Any, key: Array, *batch: Any):
         def body(carry, xs):
+            total, extra = carry
             i, micro = xs
-            out = grad_fn(params, jax.random.fold_in(key, i), *micro)
-            return jax.tree.map(lambda a, b: a + b / accum_steps, carry, out), None
+            (loss, (aux, extra)), grads = stateful(params, extra, jax.random.fold_in(key, i), *micro)
+            total = jax.tree.map(lambda a, b: a + b / accum_steps, total, ((loss, aux), grads))
+            return (total, extra), None
 
         micro = micro_batches(batch, accum_steps)
         first = jax.tree.map(lambda x: x[0], micro)
-        zeros = jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype),
-                             jax.eval_shape(grad_fn, params, key, *first))
-        total, _ = jax.lax.scan(body, zeros, (jax.numpy.arange(accum_steps), micro))
-        return total
+        (loss_s, (aux_s, _)), grads_s = jax.eval_shape(stateful, params, extra, key, *first)
+        zeros = jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), ((loss_s, aux_s), grads_s))
+        (total, extra), _ = jax.lax.scan(body, (zeros, extra), (jax.numpy.arange(accum_steps), micro))
+        (loss, aux), grads = total
+        return (loss, (aux, extra)), grads
 
-    def step(state: TrainState, key: Array, *batch: Any) -> tuple[TrainState, dict[str, Array]]:
+    def update(state: TrainState, extra: Any, key: Array, *batch: Any):
         if accum_steps > 1:
-            (loss, aux), grads = accumulated(state.params, key, *batch)
+            (loss, (aux, extra)), grads = accumulated(state.params, extra, key, *batch)
         else:
-            (loss, aux), grads = grad_fn(state.params, key, *batch)
+            (loss, (aux, extra)), grads = stateful(state.params, extra, key, *batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
-        return TrainState(state.step + 1, params, opt_state), metrics
+        return TrainState(state.step + 1, params, opt_state), extra, metrics
+
+    if carry_state:
+        return update
+
+    def step(state: TrainState, key: Array, *batch: Any) -> tuple[TrainState, dict[str, Array]]:
+        state, _, metrics = update(state, (), key, *batch)
+        return state, metrics
 
     return step
 

@@ -79,3 +79,28 @@ def test_make_tokenizer_unknown_kind():
     assert isinstance(make_tokenizer("word", CAPTIONS), WordTokenizer)
     with pytest.raises(ValueError, match=r"^tokenizer kind='char' is invalid: allowed word, bpe, wordpiece$"):
         make_tokenizer("char", CAPTIONS)
+
+
+@pytest.mark.parametrize("kind", ["word", "bpe", "wordpiece"])
+def test_mask_token_is_appended_last_and_survives_save_load(tmp_path, kind):
+    kwargs = {} if kind == "word" else {"vocab_size": 60}
+    plain = make_tokenizer(kind, CAPTIONS, **kwargs)
+    tok = make_tokenizer(kind, CAPTIONS, mask_token=True, **kwargs)
+    assert plain.mask_id is None and plain.special_ids == (PAD_ID, BOS_ID, EOS_ID, UNK_ID)
+    # [MASK] is one more id, the last: every other id is unchanged.
+    assert tok.vocab_size == plain.vocab_size + 1 and tok.mask_id == tok.vocab_size - 1
+    assert tok.special_ids == (PAD_ID, BOS_ID, EOS_ID, UNK_ID, tok.mask_id)
+    assert (tok.cls_id, tok.sep_id) == (BOS_ID, EOS_ID)  # [CLS] is <sot> at position 0, [SEP] is <eot>
+    rows = tok.encode(CAPTIONS, max_len=24)
+    assert tok.mask_id not in rows and tok.decode(rows) == CAPTIONS
+    if kind == "word":  # (HF's WordPiece trainer breaks ties differently run to run)
+        np.testing.assert_array_equal(rows, plain.encode(CAPTIONS, max_len=24))
+    tok.save(tmp_path / "tok.json")
+    loaded = Tokenizer.load(tmp_path / "tok.json")
+    assert loaded.mask_id == tok.mask_id and loaded.vocab_size == tok.vocab_size
+    np.testing.assert_array_equal(loaded.encode(CAPTIONS, 24), rows)
+    if kind == "word":  # a word tokenizer writes the flag only when set, so old files read as before
+        assert "mask_token" not in plain.to_json()
+        masked = rows[:1].copy()
+        masked[0, 2] = tok.mask_id
+        assert tok.decode(masked)[0].split()[1] == "<mask>"
