@@ -14,6 +14,8 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -185,7 +187,9 @@ def job_rows(experiment: Experiment, job: Job, res: RunResult) -> list[dict]:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """Write `path` so that no reader sees half a file; the temporary name is this process's own, so
+    processes writing the same file on shared storage (plan.json) never rename each other's."""
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
 

@@ -98,6 +98,7 @@ def test_step_trains_the_model_and_updates_momentum_and_queue(one_device):
     assert temp != np.float32(0.07) and 0.001 <= temp <= 0.5  # trained (step 2; step 1's lr is 0), clamped
 
 
+@pytest.mark.slow  # 30-50 s each on 2 cores: the default suite stays under 10 minutes
 @pytest.mark.needs_8_devices
 def test_step_on_8_devices_matches_1(one_device, adam_zero_gradient_atol):
     m1, s1, _ = one_device
@@ -154,6 +155,7 @@ def test_carry_state_is_threaded_through_micro_batches_in_order():
     assert float(metrics["loss"]) == 28.0 / 4
 
 
+@pytest.mark.slow  # 30-50 s each on 2 cores: the default suite stays under 10 minutes
 def test_accumulation_enqueues_the_micro_batches_in_order():
     cfg = dataclasses.replace(TINY, accum_steps=2)
     trainer = make_trainer(cfg, VOCAB, parallel.data_mesh(jax.devices()[:1]))
@@ -199,6 +201,7 @@ def _check_regularized(weights: dict, n_steps: int = 3) -> None:
     assert ("image_ind_proj" in state["train"].params["params"]) == (cfg.sep_weight > 0)
 
 
+@pytest.mark.slow  # 30-50 s each on 2 cores: the default suite stays under 10 minutes
 @pytest.mark.parametrize("weights", [dict(sep_weight=1.0), dict(br_weight=1.0), dict(gc_weight=1.0)])
 def test_each_regularizer_alone_trains_without_nan(weights):
     _check_regularized(weights)
@@ -216,6 +219,7 @@ LOOP = FusionConfig(dataset="generated", num_train=256, num_eval=64, image_size=
                     keep=2, final_eval=False)
 
 
+@pytest.mark.slow  # 30-50 s each on 2 cores: the default suite stays under 10 minutes
 def test_resumed_run_is_bit_identical_momentum_and_queue_included(tmp_path):
     trainer = make_trainer(LOOP, load_data(LOOP, tmp_path).tokenizer.vocab_size)
     full = train_and_evaluate(LOOP, tmp_path / "full", progress=False, trainer=trainer)
