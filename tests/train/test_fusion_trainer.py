@@ -65,6 +65,7 @@ def one_device():
     return metrics, state, history
 
 
+@pytest.mark.slow  # compiles the fusion step (about 40-50 s on 2 cores)
 def test_step_trains_the_model_and_updates_momentum_and_queue(one_device):
     metrics, state, history = one_device
     for m in metrics:
