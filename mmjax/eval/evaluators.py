@@ -169,13 +169,15 @@ class ProbeEvaluator(Evaluator):
         return {**out, **_task_means(out, "probe", list(self.data.tasks))}
 
 
-def _same_description(data: Any) -> np.ndarray | None:
-    """(N, N) True where two eval rows carry the same value of every attribute column (then either
-    caption describes either image), or None when the data names no attributes."""
+def _same_description(data: Any) -> np.ndarray:
+    """(N, N) True where either eval caption describes either image: the two rows carry the same value of
+    every attribute column, or, when the data names no attributes (an image–text source), the same
+    caption tokens."""
     names = [a for a in getattr(data, "attributes", {}) if a in data.eval]
-    if not names:
-        return None
-    labels = np.stack([np.asarray(data.eval[a]) for a in names], 1)
+    if names:
+        labels = np.stack([np.asarray(data.eval[a]) for a in names], 1)
+    else:
+        labels = np.asarray(data.eval[TOKENS_KEY])
     return (labels[:, None, :] == labels[None, :, :]).all(-1)
 
 
@@ -191,8 +193,9 @@ def _hard_negatives(key, img, txt, temp, excluded):
 class ITMEvaluator(Evaluator):
     """Held-out image–text matching with hard negatives (ALBEF §3.2, ITM), as in training but over the
     whole eval set: each image gets one negative caption and each caption one negative image, drawn ∝
-    softmax(s/τ) of the ITC similarities without the positive (and, when the data names its attributes,
-    without any row of the same description: those captions are true matches).
+    softmax(s/τ) of the ITC similarities without the positive and without any row of the same description
+    (every attribute equal, or for data that names no attributes the same caption tokens): those
+    captions are true matches.
 
     `itm/accuracy` is over all 3N pairs as the training metric (a constant "not matched" scores 2/3);
     `itm/pos_accuracy`, `itm/neg_accuracy` are the accuracies on the N positives and the 2N negatives, and
@@ -207,7 +210,6 @@ class ITMEvaluator(Evaluator):
         img, txt = self.embeddings(variables, cache)
         images, tokens = self.data.eval[IMAGE_KEY], self.data.eval[TOKENS_KEY]
         excluded = _same_description(self.data)
-        excluded = np.zeros((len(img), len(img)), bool) if excluded is None else excluded
         neg_txt, neg_img = (np.asarray(x) for x in _hard_negatives(
             jax.random.key(self.seed), img, txt, self.fns["temperature"](variables), excluded))
         itm = lambda *rows: batched(self.fns["itm_logits"], variables, *rows, batch=self.batch,

@@ -208,10 +208,12 @@ def test_each_regularizer_alone_trains_without_nan(weights):
     _check_regularized(weights)
 
 
-# One more compile of the whole fusion step (25-60 s here, with each alone above in the fast set).
+# One more compile of the whole fusion step (25-60 s here). With `augment` the model and its momentum copy
+# see one augmented view of each example (the two-tower augmentations), the regularizers' augmented view
+# still being the momentum features.
 @pytest.mark.slow
-def test_all_regularizers_together_train_without_nan():
-    _check_regularized(dict(sep_weight=0.5, br_weight=2.0, gc_weight=1.5, br_sample_t=True))
+def test_all_regularizers_together_with_augmentation_train_without_nan():
+    _check_regularized(dict(sep_weight=0.5, br_weight=2.0, gc_weight=1.5, br_sample_t=True, augment=True))
 
 
 LOOP = FusionConfig(dataset="generated", num_train=256, num_eval=64, image_size=16, patch=8, width=16,
@@ -317,8 +319,11 @@ def test_mlm_evaluator_scores_masked_attribute_words_against_the_baselines():
         data.eval["shape"] == np.bincount(data.eval["shape"]).argmax())
 
 
-def test_itm_evaluator_counts_and_never_draws_a_same_description_negative():
+@pytest.mark.parametrize("named", [True, False], ids=["attributes", "tokens"])
+def test_itm_evaluator_counts_and_never_draws_a_same_description_negative(named):
     data = _attribute_data(n=40)
+    if not named:  # an image–text source without attribute columns: the same caption is the same description
+        data.attributes = {}
     same = (data.eval["colour"][:, None] == data.eval["colour"][None]) & (
         data.eval["shape"][:, None] == data.eval["shape"][None])
     drawn = []

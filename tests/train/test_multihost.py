@@ -120,3 +120,59 @@ def test_two_processes_match_one(tmp_path, adam_zero_gradient_atol):
         # See test_clip.test_sharded_step_matches_single_device: zero-gradient key biases.
         atol = adam_zero_gradient_atol(cfg, step) if "['key']['bias']" in name else 2e-5
         np.testing.assert_allclose(b, a, atol=atol, err_msg=name)
+
+
+FUSION_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "fusion_tiny.py"
+FUSION_SETS = dict(dataset="generated", num_train=256, num_eval=64, image_size=16, patch=8, width=16, depth=1,
+                   heads=2, embed_dim=16, max_len=12, batch=16, steps=4, warmup_steps=1, text_depth=2,
+                   fusion_layers=1, queue_size=32, log_every=1, eval_every=100, ckpt_every=4, final_eval=False)
+
+
+@pytest.mark.slow  # two fusion compiles in two interpreters, then one here (about 2 minutes on 2 cores)
+def test_two_processes_train_the_fusion_model_as_one_process_on_their_rows(tmp_path, adam_zero_gradient_atol):
+    """The fusion step draws per global row (MLM masks, hard negatives) and enqueues rows in order, so the
+    two-process run must equal one process on 2 devices fed the same global batches in the same order:
+    process 0's rows, then process 1's. Parameters, momentum model, both queues and the pointer."""
+    from mmjax.cli import load_train_config
+    from mmjax.train.fusion import make_trainer as make_fusion_trainer
+
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+    sets = [arg for k, v in FUSION_SETS.items() for arg in ("--set", f"{k}={v}")]
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "mmjax.cli", "train", "--config", str(FUSION_CONFIG), "--workdir",
+         str(tmp_path / "two"), "--coordinator", f"localhost:{port}", "--num_processes", "2",
+         "--process_id", str(i), *sets], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    for i, (p, out) in enumerate(zip(procs, outs, strict=True)):
+        assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
+
+    cfg = load_train_config(str(FUSION_CONFIG), {k: str(v) for k, v in FUSION_SETS.items()})
+    (tmp_path / "one").mkdir()
+    data = load_data(cfg, tmp_path / "one")
+    trainer = make_fusion_trainer(cfg, data.tokenizer.vocab_size, parallel.data_mesh(jax.devices()[:2]))
+    halves = [make_dataset(data.train, batch_size=cfg.batch // 2, seed=cfg.seed, tokenizer=data.tokenizer,
+                           max_len=cfg.max_len, shard_index=i, shard_count=2) for i in range(2)]
+    state, losses = trainer.init(jax.random.key(cfg.seed)), []
+    for step in range(cfg.steps):
+        batch = {k: np.concatenate([h[step][k] for h in halves]) for k in trainer.batch_keys}
+        state, metrics = trainer.step(state, parallel.global_batch(batch, trainer.mesh))
+        losses.append(float(metrics["loss"]))
+    # Same rows, order, keys and initial state: only how the 2-way reductions are carried out differs
+    # (gloo all-reduce vs in-process), which reorders float32 sums (see test_fusion_trainer's
+    # 8-device bounds).
+    np.testing.assert_allclose(_losses(tmp_path / "two"), losses, rtol=2e-5)
+    step, restored, _ = Checkpointer(tmp_path / "two" / "checkpoints", 4, 1).restore_latest(
+        trainer.abstract_state())
+    assert step == cfg.steps
+    state = jax.device_get(state)
+    assert set(restored["momentum"]) == {"params", "img_queue", "txt_queue", "ptr"}
+    assert int(restored["momentum"]["ptr"]) == int(state["momentum"]["ptr"])
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(jax.device_get(restored)),
+                            strict=True):
+        name = jax.tree_util.keystr(path)
+        # Attention key biases get exactly zero gradient (see test_clip's sharded step); everything else,
+        # the momentum model ((1 − m) of the same steps) and the queues (unit features) within 2e-5.
+        atol = adam_zero_gradient_atol(cfg, step) if "['key']['bias']" in name else 2e-5
+        np.testing.assert_allclose(b, a, atol=atol, err_msg=name)
