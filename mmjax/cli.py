@@ -5,6 +5,8 @@
   mmjax report DIR
   mmjax train --config <file> [--workdir DIR] [--set k=v] [multi-host flags]
   mmjax eval --workdir DIR
+  mmjax finetune --task qa|pairs|entailment --from PRETRAIN_WORKDIR [--workdir DIR] [--inputs both|text|image]
+                 [--set k=v]
 """
 
 from __future__ import annotations
@@ -278,6 +280,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune a pre-trained fusion model on a generated downstream task; select on val, report test."""
+    _distributed(args)
+    from mmjax.configs.common import apply_overrides
+    from mmjax.configs.finetune import FinetuneConfig
+    from mmjax.data.tfds_io import DatasetError
+    from mmjax.train.finetune import best_on_val, read_pretrained
+    from mmjax.train.loop import ResumeMismatch, TrainingDiverged, train_and_evaluate
+
+    cfg = apply_overrides(FinetuneConfig(task=args.task, pretrained=args.pretrained, inputs=args.inputs),
+                          parse_sets(args.set or []))
+    read_pretrained(cfg.pretrained)  # a bad --from fails here, in one line, before anything is built
+    suffix = "" if cfg.inputs == "both" else f"_{cfg.inputs}_only"
+    workdir = Path(args.workdir or f"runs/finetune_{cfg.task}{suffix}")
+    try:
+        train_and_evaluate(cfg, workdir)
+    except (DatasetError, TrainingDiverged, ResumeMismatch) as err:
+        raise ConfigError(str(err)) from None
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    best = best_on_val(rows)
+    record = {"task": cfg.task, "inputs": cfg.inputs, **best}
+    (workdir / "result.json").write_text(json.dumps(record, indent=1))
+    print(f"{cfg.task} ({cfg.inputs}): best val accuracy {best['val/accuracy']:.4f} at step {best['step']}, "
+          f"test accuracy there {best['test/accuracy']:.4f}; {workdir}/result.json")
+    _print_metrics({k: v for k, v in best.items() if k != "step"})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of the `mmjax` command."""
     parser = argparse.ArgumentParser(prog="mmjax", description=__doc__)
@@ -315,6 +345,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="evaluate the latest checkpoint of a training workdir")
     evaluate.add_argument("--workdir", required=True)
     evaluate.set_defaults(func=cmd_eval)
+    fine = sub.add_parser("finetune", help="fine-tune a pre-trained fusion model on a generated downstream "
+                                           "task (resumes a workdir)")
+    fine.add_argument("--task", required=True, choices=("qa", "pairs", "entailment"))
+    fine.add_argument("--from", dest="pretrained", required=True, metavar="WORKDIR",
+                      help="a fusion pre-training workdir (mmjax train --config experiments/fusion_tiny.py)")
+    fine.add_argument("--workdir", default=None, help="output directory (default runs/finetune_<task>)")
+    fine.add_argument("--inputs", default="both", choices=("both", "text", "image"),
+                      help="text / image: the other modality blanked (the learned unimodal baselines)")
+    fine.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a FinetuneConfig field")
+    fine.add_argument("--coordinator", default=None, help="multi-host: host:port of process 0")
+    fine.add_argument("--num_processes", type=int, default=None, help="multi-host: number of processes")
+    fine.add_argument("--process_id", type=int, default=None, help="multi-host: this process's index")
+    fine.set_defaults(func=cmd_finetune)
     add_data_parser(sub)
     return parser
 

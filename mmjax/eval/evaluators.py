@@ -13,6 +13,7 @@ Predict functions (each takes the model variables first):
 - `temperature(v) -> ()`: the ITC temperature τ (fusion);
 - `itm_logits(v, images, tokens) -> (B, 2)`: ITM logits, column 1 = matched (fusion);
 - `mlm_logits(v, images, tokens) -> (B, L, V)`: MLM logits of (masked) tokens fused with the images.
+- `task_logits(v, images, tokens[, images2]) -> (B, n_classes)`: a fine-tuned classifier's logits.
 
 The data is duck-typed (`mmjax.train.loop.Data`): `eval` and `probe` (training rows, or None) are dicts
 of arrays with `image`, `tokens` and label columns; `tasks` maps a label column to its tokenized
@@ -342,9 +343,34 @@ class MLMEvaluator(Evaluator):
         return {k: float(v) for k, v in out.items()}
 
 
+class TaskEvaluator(Evaluator):
+    """Accuracy of a fine-tuned classifier on each evaluation split (`mmjax.train.finetune`):
+    `<split>/accuracy` and `<split>/<type>/accuracy` for each question / statement / hypothesis type,
+    over the data's `splits` (val and test), with `task_logits(v, image, tokens[, image2]) -> (B, n_classes)`.
+
+    The data names `splits` (split → columns `image`, `tokens`, `label`, `type`, and `image2` for image
+    pairs) and `types` (the type names).
+    """
+
+    name, needs = "task", ("task_logits",)
+
+    def run(self, variables, cache=None):
+        out: dict[str, float] = {}
+        for split, rows in self.data.splits.items():
+            inputs = [rows[IMAGE_KEY], rows[TOKENS_KEY]] + ([rows["image2"]] if "image2" in rows else [])
+            pred = batched(self.fns["task_logits"], variables, *inputs, batch=self.batch).argmax(-1)
+            right = pred == np.asarray(rows["label"])
+            out[f"{split}/accuracy"] = float(right.mean())
+            for t, name in enumerate(self.data.types):
+                of_type = np.asarray(rows["type"]) == t
+                if of_type.any():
+                    out[f"{split}/{name}/accuracy"] = float(right[of_type].mean())
+        return out
+
+
 EVALUATORS: dict[str, type[Evaluator]] = {
     e.name: e for e in (RetrievalEvaluator, GapEvaluator, ZeroShotEvaluator, ProbeEvaluator, ITMEvaluator,
-                        MLMEvaluator)}
+                        MLMEvaluator, TaskEvaluator)}
 
 
 def make_evaluators(names: Sequence[str], predict_fns: PredictFns, data: Any, **settings) -> list[Evaluator]:

@@ -201,6 +201,38 @@ class Fusion(nn.Module):
         return out
 
 
+class FusionClassifier(nn.Module):
+    """A `Fusion` model with a classification head on its fused CLS feature, for fine-tuning.
+
+    ALBEF's downstream heads (Li et al. 2021, arXiv 2107.07651, §5): visual entailment is an MLP on the
+    fused [CLS]; question answering here is classification over the closed answer set (ALBEF generates
+    answers with a 6-layer answer decoder, ranking the 3 128 candidate answers at test time; over a closed
+    answer set, scoring every answer and taking the best is a classifier over that set); with `pair`, the
+    text is fused with each of two images and the MLP reads both fused [CLS] features concatenated (the
+    image-pair task of NLVR²). Only the parts of `fusion` that these use are called, so its ITC
+    projections, ITM and MLM heads get no parameters here: fine-tuning does not train them.
+    """
+
+    fusion: Fusion
+    n_classes: int
+    hidden: int = 0  # 0 = the text model's width
+    pair: bool = False
+
+    @nn.compact
+    def __call__(self, images: Array, tokens: Array, images2: Array | None = None) -> Array:
+        """(B, n_classes) float32 logits of (images, tokens) (and, with `pair`, images2)."""
+        f = self.fusion
+        tok_t = f.text_tokens(tokens)
+        valid = tokens != f.text_model.pad_id
+        cls = f.fuse(tok_t, valid, f.image_tokens(images))[:, 0]
+        if self.pair:
+            if images2 is None:
+                raise ValueError("images2 is missing: a pair classifier needs the second image of each row")
+            cls = jnp.concatenate([cls, f.fuse(tok_t, valid, f.image_tokens(images2))[:, 0]], -1)
+        h = nn.relu(nn.Dense(self.hidden or f.text_model.width, name="head_hidden")(cls.astype(jnp.float32)))
+        return nn.Dense(self.n_classes, name="head_out")(h)
+
+
 def clamp_temp(params: Any, model: Fusion) -> Any:
     """`params` (the Fusion's "params" collection) with its `temp` clamped to [min_temp, max_temp]: the
     in-place clamp ALBEF applies to its temperature before every step."""

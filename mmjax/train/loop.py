@@ -97,6 +97,10 @@ def load_data(cfg: ClipConfig, workdir: Path) -> Data:
     colour, shape and size, the scenes' five attributes. A config that `needs_mask_token` (MLM) gets a
     tokenizer with [MASK].
     """
+    if cfg.kind == "finetune":  # a downstream task's generated splits (mmjax.train.finetune)
+        from mmjax.train.finetune import load_task_run
+
+        return load_task_run(cfg, workdir)
     prompts_of: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     attributes: dict[str, tuple[str, ...]] = {}
     if cfg.dataset == "generated":
@@ -243,6 +247,8 @@ def train_and_evaluate(cfg: ClipConfig, workdir: str | Path, *, stop_after: int 
     restored = ckpt.restore_latest(trainer.abstract_state())
     if restored is None:
         start, state, data_state = 0, trainer.init(jax.random.key(cfg.seed)), None
+        if trainer.warm_start is not None:
+            state = trainer.warm_start(state)
     else:
         start, state, record = restored
         data_state = record["data"]

@@ -7,7 +7,8 @@ metrics logging, multi-host data and sharding. The state is a dict of arrays (fo
 `train`: a `TrainState`, `rng`: key data; a trainer may add more, e.g. the fusion trainer's momentum
 model and feature queues), so the loop checkpoints all of it.
 
-Each config type has a `kind` ("clip": `ClipConfig`, two towers; "fusion": `FusionConfig`, ALBEF),
+Each config type has a `kind` ("clip": `ClipConfig`, two towers; "fusion": `FusionConfig`, ALBEF;
+"finetune": `FinetuneConfig`, a pre-trained fusion model on a downstream task),
 written into config.json; `make_trainer` and `config_from_json` dispatch on it. (A FusionConfig *is*
 a ClipConfig, so dispatching on `kind`, never on `isinstance(cfg, ClipConfig)`, keeps them apart.)
 """
@@ -25,14 +26,16 @@ from jax.sharding import Mesh
 
 from mmjax.configs.clip import ClipConfig
 from mmjax.configs.common import ConfigError
+from mmjax.configs.finetune import FinetuneConfig
 from mmjax.configs.fusion import FusionConfig
 from mmjax.data.pipeline import IMAGE_KEY, TOKENS_KEY
 from mmjax.eval.evaluators import Evaluator, make_evaluators
 
 Array = jax.Array
 
-CONFIG_TYPES: dict[str, type[ClipConfig]] = {c.kind: c for c in (ClipConfig, FusionConfig)}
-TRAINER_MODULES = {"clip": "mmjax.train.clip", "fusion": "mmjax.train.fusion"}
+CONFIG_TYPES: dict[str, type] = {c.kind: c for c in (ClipConfig, FusionConfig, FinetuneConfig)}
+TRAINER_MODULES = {"clip": "mmjax.train.clip", "fusion": "mmjax.train.fusion",
+                   "finetune": "mmjax.train.finetune"}
 
 
 @dataclasses.dataclass
@@ -53,6 +56,9 @@ class Trainer:
     step: Callable[[dict, Mapping[str, Array]], tuple[dict, dict]]
     predict_fns: Mapping[str, Callable] = dataclasses.field(default_factory=dict)
     batch_keys: tuple[str, ...] = (IMAGE_KEY, TOKENS_KEY)
+    # A fresh run's state → its starting state (the fine-tuning trainer loads pre-trained parameters);
+    # the loop calls it once, before step 1, and never on a resumed run (the checkpoint has them).
+    warm_start: Callable[[dict], dict] | None = None
 
     @property
     def config_type(self) -> type[ClipConfig]:
@@ -70,7 +76,8 @@ class Trainer:
     def evaluators(self, data: Any) -> list[Evaluator]:
         """The config's evaluators (`cfg.evals`) on the run's data, with the config's settings."""
         cfg = self.cfg
-        return make_evaluators(cfg.evals, self.predict_fns, data, seed=cfg.seed, shots=cfg.probe_shots,
+        return make_evaluators(cfg.evals, self.predict_fns, data, seed=cfg.seed,
+                               shots=getattr(cfg, "probe_shots", 5),
                                mask_prob=getattr(cfg, "mask_prob", 0.15))
 
 
