@@ -74,7 +74,8 @@ def clip_twin(cfg) -> ClipConfig:
     of the ViT's depth (fusion_tiny's text-only depth; the fusion layers are what CLIP does not have)."""
     return ClipConfig(image_size=cfg.image_size, patch=cfg.patch, width=cfg.width, depth=cfg.depth,
                       heads=cfg.heads, embed_dim=cfg.embed_dim, max_len=cfg.max_len, batch=cfg.batch,
-                      loss="clip", causal=False, image_pool="cls", steps=cfg.steps, warmup_steps=cfg.warmup_steps)
+                      loss="clip", causal=False, image_pool="cls", steps=cfg.steps,
+                      warmup_steps=cfg.warmup_steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,7 +133,8 @@ def throughput_section(args) -> None:
         walls = [t for t, _ in times[id(r)]]
         rows.append([r["name"], r["n"], cfg.batch // r["n"], fmt(best[id(r)]),
                      fmt(args.steps * cfg.batch / statistics.median(walls)), fmt(best[id(r)] / base),
-                     fmt(1e3 * min(walls) / args.steps), fmt(statistics.median(c for _, c in times[id(r)]), 2),
+                     fmt(1e3 * min(walls) / args.steps),
+                     fmt(statistics.median(c for _, c in times[id(r)]), 2),
                      fmt(r["compile_s"]), fmt(r["temp_mib"]), f"{first[id(r)]:.6f}"])
     table(f"Train-step throughput, fusion_tiny (global batch {cfg.batch}, queue {cfg.queue_size})", [
         "model", "devices", "rows/device", "best samples/s", "median samples/s", "ratio vs fusion 1-dev",
@@ -188,7 +190,8 @@ def memory_section(args) -> None:
         mn, cn = itc_memory(b, q, d, n)
         temps[q] = (m1.temp_size_in_bytes, mn.temp_size_in_bytes)
         block1, blockn = 4.0 * b * (b + q), 4.0 * (b // n) * (b + q)
-        rows.append([q, fmt(block1 / MiB), fmt(m1.temp_size_in_bytes / MiB), fmt(m1.temp_size_in_bytes / block1, 2),
+        rows.append([q, fmt(block1 / MiB), fmt(m1.temp_size_in_bytes / MiB),
+                     fmt(m1.temp_size_in_bytes / block1, 2),
                      fmt(mn.temp_size_in_bytes / MiB), fmt(mn.temp_size_in_bytes / blockn, 2),
                      fmt(m1.temp_size_in_bytes / mn.temp_size_in_bytes),
                      fmt((mn.argument_size_in_bytes + mn.output_size_in_bytes) / MiB), fmt(c1 + cn, 2)])
@@ -221,7 +224,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer steps, rounds and queue sizes")
     ap.add_argument("--devices", type=int, default=8, help="device count of the sharded runs")
     ap.add_argument("--batch", type=int, default=64, help="global batch of the train-step table")
-    ap.add_argument("--itc-batch", type=int, default=512, help="global batch of the memory table (ALBEF: 512)")
+    ap.add_argument("--itc-batch", type=int, default=512,
+                    help="global batch of the memory table (ALBEF: 512)")
     ap.add_argument("--itc-dim", type=int, default=256, help="ITC dimension of the memory table (ALBEF: 256)")
     args = ap.parse_args()
     if args.quick:

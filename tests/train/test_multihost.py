@@ -125,7 +125,8 @@ def test_two_processes_match_one(tmp_path, adam_zero_gradient_atol):
 FUSION_CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "fusion_tiny.py"
 FUSION_SETS = dict(dataset="generated", num_train=256, num_eval=64, image_size=16, patch=8, width=16, depth=1,
                    heads=2, embed_dim=16, max_len=12, batch=16, steps=4, warmup_steps=1, text_depth=2,
-                   fusion_layers=1, queue_size=32, log_every=1, eval_every=100, ckpt_every=4, final_eval=False)
+                   fusion_layers=1, queue_size=32, log_every=1, eval_every=100, ckpt_every=4,
+                   final_eval=False)
 
 
 @pytest.mark.slow  # two fusion compiles in two interpreters, then one here (about 2 minutes on 2 cores)
@@ -169,8 +170,9 @@ def test_two_processes_train_the_fusion_model_as_one_process_on_their_rows(tmp_p
     state = jax.device_get(state)
     assert set(restored["momentum"]) == {"params", "img_queue", "txt_queue", "ptr"}
     assert int(restored["momentum"]["ptr"]) == int(state["momentum"]["ptr"])
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(jax.device_get(restored)),
-                            strict=True):
+    restored = jax.device_get(restored)
+    leaves = jax.tree.leaves(restored)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state), leaves, strict=True):
         name = jax.tree_util.keystr(path)
         # Attention key biases get exactly zero gradient (see test_clip's sharded step); everything else,
         # the momentum model ((1 − m) of the same steps) and the queues (unit features) within 2e-5.
