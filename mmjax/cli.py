@@ -66,6 +66,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.chunk < 1:
         raise ConfigError(f"--chunk={args.chunk} is invalid: must be a positive integer")
     module = load_experiment_module(find_experiment(args.experiment))
+    if hasattr(module, "get_study"):
+        if args.grid or args.dry_run:
+            raise ConfigError(f"--grid/--dry-run are for synthetic and image-text sweeps; "
+                              f"{args.experiment} is a pre-training + fine-tuning study")
+        return _fusion_study(args, module.get_study(args.scale, parse_sets(args.set or [])))
     if hasattr(module, "get_method_sweep"):
         if args.grid or args.dry_run:
             raise ConfigError(f"--grid/--dry-run are for synthetic and image-text sweeps; "
@@ -233,6 +238,34 @@ def load_train_config(path: str, overrides: dict[str, str]):
     if not hasattr(module, "get_config"):
         raise ConfigError(f"--config {path}: the file has no get_config()")
     return apply_overrides(module.get_config(), overrides)
+
+
+def _fusion_study(args: argparse.Namespace, study) -> int:
+    """Pre-train every method, fine-tune each on every task (and the baselines); write results.csv,
+    sweep.json, results.png and print the table."""
+    from tqdm import tqdm
+
+    from mmjax import report
+    from mmjax.train.fusion_study import format_study_table, plot_rows, run_fusion_study
+
+    out = Path(args.out or f"runs/{study.name}_{args.scale}")
+    seeds = list(range(args.seeds))
+    print(f"mmjax sweep {study.name} --scale {args.scale}: {len(study.pretrain)} pre-trainings x "
+          f"{len(study.tasks)} tasks x {len(seeds)} seeds -> {out}", file=sys.stderr)
+    record = run_fusion_study(study, out, seeds, progress=lambda **kw: tqdm(desc=study.name, **kw))
+    rows = record.pop("rows")
+    report.write_csv(rows, out / "results.csv")
+    record["scale"] = args.scale
+    report.write_json(record, out / "sweep.json")
+    panels = {"test accuracy (model selected on val)": [f"test_accuracy/{t}" for t in study.tasks]}
+    report.plot_grouped_bars(plot_rows(rows), out / "results.png", panels,
+                             f"{study.name} ({args.scale}, {len(seeds)} seeds): seed mean ± std")
+    print(format_study_table(rows, study.tasks))
+    failed = [j for j, v in record["jobs"].items() if not v["status"].startswith("ok")]
+    print(f"wrote {out}/results.csv, sweep.json, results.png in {record['total_seconds']:.0f} s "
+          f"(jobs {record['run_seconds']:.0f} s); {len(failed)} of {len(record['jobs'])} jobs failed"
+          + (f": {', '.join(failed)}" if failed else ""))
+    return 0
 
 
 def _distributed(args: argparse.Namespace) -> None:

@@ -1,14 +1,21 @@
 """Configs are leaves: importing every config module loads nothing of mmjax.train, and the sweepable
 configs follow the one protocol the sweep relies on."""
 
+import pkgutil
 import subprocess
 import sys
+
+import mmjax.configs
 
 from mmjax.configs.experiment import Sweepable
 from mmjax.configs.image_text import ImageTextConfig
 from mmjax.configs.numeric import base_config
 
-CONFIG_MODULES = ["clip", "common", "experiment", "grid", "image_text", "numeric", "structures", "synthetic"]
+CONFIG_MODULES = sorted(m.name for m in pkgutil.iter_modules(mmjax.configs.__path__))
+
+
+def test_every_config_module_is_checked():
+    assert {"clip", "fusion", "finetune", "fusion_study", "numeric", "structures"} <= set(CONFIG_MODULES)
 
 
 def test_config_modules_do_not_import_train():
