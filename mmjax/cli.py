@@ -319,12 +319,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from mmjax.configs.common import apply_overrides
     from mmjax.configs.finetune import FinetuneConfig
     from mmjax.data.tfds_io import DatasetError
-    from mmjax.train.finetune import best_on_val, read_pretrained
+    from mmjax.train.finetune import best_on_val, read_pretrained, task_data_config
     from mmjax.train.loop import ResumeMismatch, TrainingDiverged, train_and_evaluate
 
     cfg = apply_overrides(FinetuneConfig(task=args.task, pretrained=args.pretrained, inputs=args.inputs),
                           parse_sets(args.set or []))
-    read_pretrained(cfg.pretrained)  # a bad --from fails here, in one line, before anything is built
+    # A bad --from or task setting fails here, in one line, before anything is built.
+    task_data_config(cfg, read_pretrained(cfg.pretrained)[0].image_size)
     suffix = "" if cfg.inputs == "both" else f"_{cfg.inputs}_only"
     workdir = Path(args.workdir or f"runs/finetune_{cfg.task}{suffix}")
     try:

@@ -35,7 +35,7 @@ class FinetuneConfig:
     num_val: int = 1024
     num_test: int = 1024
     data_seed: int = 0
-    question_types: tuple[str, ...] | None = None  # qa only: None = the generator's default
+    types: tuple[str, ...] | None = None  # the task's question / statement / hypothesis types; None: default
     max_len: int = 0  # token rows of the texts; 0 = the pre-training max_len (its position embeddings' count)
     # head: an MLP (hidden width, ReLU) on the fused CLS feature (pairs: on both images' fused CLS)
     head_hidden: int = 0  # 0 = the model width
@@ -62,8 +62,8 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         # lists (config.json, a config file) are stored as tuples, so a config equals its JSON round trip
         object.__setattr__(self, "evals", tuple(self.evals))
-        if self.question_types is not None:
-            object.__setattr__(self, "question_types", tuple(self.question_types))
+        if self.types is not None:
+            object.__setattr__(self, "types", tuple(self.types))
         choices = (("task", FINETUNE_TASKS), ("inputs", FINETUNE_INPUTS), ("init", FINETUNE_INITS))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
@@ -88,8 +88,8 @@ class FinetuneConfig:
         if self.weight_decay < 0 or not self.clip_norm > 0:
             name = "weight_decay" if self.weight_decay < 0 else "clip_norm"
             _fail(name, getattr(self, name), "must be >= 0" if name == "weight_decay" else "must be > 0")
-        if self.question_types is not None and self.task != "qa":
-            _fail("question_types", self.question_types, "only for task='qa'")
+        if self.types is not None and not self.types:
+            _fail("types", self.types, "must name at least one type (or None: the task's default)")
         if not self.evals or len(set(self.evals)) != len(self.evals) or not set(self.evals) <= set(
                 self.allowed_evals):
             _fail("evals", ",".join(self.evals),

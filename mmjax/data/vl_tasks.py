@@ -140,8 +140,13 @@ PAIR_TEMPLATES = {
     "side_background": ("side", "background", ("the left background is {}", "the right background is {}")),
     "side_shape": ("side", "shape", ("the left object is a {}", "the right object is a {}")),
 }
-PAIRS_DEFAULT = ("count_colour", "count_size", "count_height", "count_background", "same_colour", "same_size",
-                 "same_height", "same_background", "compare_size", "compare_height")
+# The default is the colour statements: fine-tuned from experiments/fusion_tiny.py, the cpu-scale model
+# learns them in 400 steps (val accuracy 1.00), but learns one attribute at a time when statements about
+# several are mixed (colour + background: background 1.00, colour 0.51 after 800 steps; all ten types
+# below: 0.51 after 1200 steps). The other types stay available (ALL_PAIRS).
+PAIRS_DEFAULT = ("count_colour", "same_colour")
+ALL_PAIRS = ("count_colour", "count_size", "count_height", "count_background", "same_colour", "same_size",
+             "same_height", "same_background", "compare_size", "compare_height")
 PLURALS = {"square": "squares", "circle": "circles", "triangle": "triangles", "cross": "crosses",
            "star": "stars", "ring": "rings"}
 

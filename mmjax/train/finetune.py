@@ -99,7 +99,8 @@ def task_data_config(cfg: FinetuneConfig, image_size: int):
     """The `mmjax.data.vl_tasks.TaskDataConfig` of a fine-tuning config at the pre-training image size."""
     from mmjax.data.vl_tasks import TaskDataConfig
 
-    extra = {} if cfg.question_types is None else {"question_types": cfg.question_types}
+    field = {"qa": "question_types", "pairs": "statement_types", "entailment": "hypothesis_types"}[cfg.task]
+    extra = {} if cfg.types is None else {field: cfg.types}
     try:
         return TaskDataConfig(task=cfg.task, num_train=cfg.num_train, num_val=cfg.num_val,
                               num_test=cfg.num_test, image_size=image_size, seed=cfg.data_seed, **extra)

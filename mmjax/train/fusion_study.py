@@ -105,6 +105,16 @@ def exact_baseline_rows(study: FusionStudy, seeds: Sequence[int]) -> list[dict[s
     return rows
 
 
+def _compile_cache(directory: Path) -> None:
+    """Keep compiled programs in `directory` unless the caller chose a cache: the jobs of one method share
+    their programs across seeds, and the fine-tunings theirs across pre-training methods (same shapes)."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(directory))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def run_fusion_study(study: FusionStudy, out: str | Path, seeds: Sequence[int],
                      progress: Callable[..., Any] | None = None) -> dict[str, Any]:
     """Run (or resume) every job; write `sweep.json` after each; return the record with `rows`.
@@ -116,6 +126,7 @@ def run_fusion_study(study: FusionStudy, out: str | Path, seeds: Sequence[int],
 
     out = Path(out)
     jobs = plan(study, out, seeds)
+    _compile_cache(out / "xla_cache")
     for job in jobs:
         check_workdir_config(job.workdir, job.cfg,
                              hint="use a new --out (or the same --set values) to resume")

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import mmjax.configs
-
 from mmjax.configs.experiment import Sweepable
 from mmjax.configs.image_text import ImageTextConfig
 from mmjax.configs.numeric import base_config

@@ -73,8 +73,7 @@ def test_best_on_val_selects_on_val_only():
     (["--task", "qa", "--from", "/nonexistent/run"],
      "pretrained='/nonexistent/run' is invalid: no config.json"),
     (["--task", "qa", "--from", "X", "--set", "lr=0"], "lr=0.0 is invalid: must be > 0"),
-    (["--task", "pairs", "--from", "X", "--set", "question_types=colour"],
-     "question_types=('colour',) is invalid: only for task='qa'"),
+    (["--task", "pairs", "--from", "X", "--set", "types=,"], "types=() is invalid: must name at least one"),
     (["--task", "qa", "--from", "X", "--set", "init=random"],
      "init='random' is invalid: allowed: pretrained"),
     (["--task", "qa", "--from", "X", "--set", "steps=10", "--set", "warmup_steps=10"],
@@ -189,3 +188,18 @@ def test_finetune_config_json_round_trip():
     with pytest.raises(ConfigError, match="task='vqa' is invalid: allowed: qa, pairs, entailment"):
         FinetuneConfig(task="vqa")
     assert Path(finetune.__file__).name == "finetune.py"
+
+
+def test_an_unknown_task_type_is_one_line_before_anything_is_built(tmp_path, capsys):
+    from mmjax.train.trainer import config_to_json
+
+    pre = tmp_path / "pre"
+    pre.mkdir()
+    (pre / "config.json").write_text(json.dumps(config_to_json(PRE)))
+    WordTokenizer(["a"], mask_token=True).save(pre / "tokenizer.json")
+    argv = ["finetune", "--task", "pairs", "--from", str(pre), "--workdir", str(tmp_path / "ft"),
+            "--set", "types=count_colour,count_colours"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "statement_types=" in err and "count_colours" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "ft").exists()
