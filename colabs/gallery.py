@@ -43,6 +43,12 @@ NOTEBOOKS = {
         "Train the two-tower model with and without L_Sep, L_Br and L_GC, then compare the modality gap "
         "(a 2-D projection of both modalities) and the probes side by side (Jiang et al., arXiv 2303.05952).",
     ),
+    "fusion": (
+        "ALBEF-style fusion",
+        "Pre-train the fusion model (ITC with a queue, ITM with hard negatives, MLM) briefly, fine-tune it "
+        "on generated question answering, image pairs or entailment, and read its answers on test examples "
+        "beside the unimodal baselines (Li et al., arXiv 2107.07651).",
+    ),
 }
 
 HERE = Path(__file__).resolve().parent

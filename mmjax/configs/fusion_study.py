@@ -14,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from mmjax.configs import structures
 from mmjax.configs.common import ConfigError, apply_overrides
 from mmjax.configs.experiment import parse_methods
 from mmjax.configs.finetune import FINETUNE_TASKS, FinetuneConfig
 from mmjax.configs.fusion import FusionConfig
 
-REGULARIZERS = ("sep", "br", "gc")
 METHODS = ("albef", "sep", "br", "gc", "sep+br+gc")
 STUDY_SCALES = ("smoke", "cpu")
 
@@ -58,18 +58,13 @@ class FusionStudy:
 
 
 def method_config(base: FusionConfig, method: str) -> FusionConfig:
-    """`base` with the weights of the regularizers in `method` ("albef": none; 1.0 unless `base` sets one)."""
-    used = () if method == "albef" else tuple(method.split("+"))
-    weights = {}
-    for r in REGULARIZERS:
-        given = getattr(base, f"{r}_weight")
-        weights[f"{r}_weight"] = (given if given > 0 else 1.0) if r in used else 0.0
-    return dataclasses.replace(base, **weights)
+    """`base` with the weights of the regularizers in `method` ("albef": none; 1.0 unless `base` sets one),
+    as `mmjax.configs.structures.method_config` sets them for the two-tower study."""
+    return structures.method_config(base, "clip" if method == "albef" else method)
 
 
 def _known_methods() -> tuple[str, ...]:
-    combos = [[r for i, r in enumerate(REGULARIZERS) if mask >> i & 1] for mask in range(1, 8)]
-    return ("albef", *("+".join(c) for c in sorted(combos, key=len)))
+    return ("albef", *structures._known_methods()[1:])
 
 
 def fusion_structures_study(scale: str, overrides: Mapping[str, str]) -> FusionStudy:

@@ -34,6 +34,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _train_in_two_processes(config: Path, workdir: Path, sets: dict) -> None:
+    """`mmjax train --config config` in two processes on localhost (one CPU device each), to the end."""
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+    args = [arg for k, v in sets.items() for arg in ("--set", f"{k}={v}")]
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "mmjax.cli", "train", "--config", str(config), "--workdir", str(workdir),
+         "--coordinator", f"localhost:{port}", "--num_processes", "2", "--process_id", str(i), *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    for i, (p, out) in enumerate(zip(procs, outs, strict=True)):
+        assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
+
+
 def _losses(workdir: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
@@ -91,17 +105,7 @@ def test_process_shards_reorder_the_global_batch_and_the_step_ignores_the_order(
 
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path, adam_zero_gradient_atol):
-    port = _free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
-    sets = [arg for k, v in SETS.items() for arg in ("--set", f"{k}={v}")]
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "mmjax.cli", "train", "--config", str(CONFIG), "--workdir",
-         str(tmp_path / "two"), "--coordinator", f"localhost:{port}", "--num_processes", "2",
-         "--process_id", str(i), *sets], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for i in range(2)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
-    for i, (p, out) in enumerate(zip(procs, outs, strict=True)):
-        assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
+    _train_in_two_processes(CONFIG, tmp_path / "two", SETS)
 
     cfg = ClipConfig(**SETS)
     mesh = parallel.data_mesh(jax.devices()[:2])
@@ -137,17 +141,7 @@ def test_two_processes_train_the_fusion_model_as_one_process_on_their_rows(tmp_p
     from mmjax.cli import load_train_config
     from mmjax.train.fusion import make_trainer as make_fusion_trainer
 
-    port = _free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
-    sets = [arg for k, v in FUSION_SETS.items() for arg in ("--set", f"{k}={v}")]
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "mmjax.cli", "train", "--config", str(FUSION_CONFIG), "--workdir",
-         str(tmp_path / "two"), "--coordinator", f"localhost:{port}", "--num_processes", "2",
-         "--process_id", str(i), *sets], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for i in range(2)]
-    outs = [p.communicate(timeout=900)[0] for p in procs]
-    for i, (p, out) in enumerate(zip(procs, outs, strict=True)):
-        assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
+    _train_in_two_processes(FUSION_CONFIG, tmp_path / "two", FUSION_SETS)
 
     cfg = load_train_config(str(FUSION_CONFIG), {k: str(v) for k, v in FUSION_SETS.items()})
     (tmp_path / "one").mkdir()
