@@ -1,14 +1,17 @@
-"""Latent modality structures (Jiang et al., arXiv 2303.05952): CLIP with L_Con alone and with L_Sep,
-L_Br, L_GC and all three, trained on the procedural scenes and evaluated by zero-shot attribute
-classification, probes, retrieval and the modality-gap metrics.
+"""Latent modality structures (Jiang et al., arXiv 2303.05952) on a testbed where they can matter: every
+attribute learnable, information only the image holds (position, rotation, an unstated attribute) or
+only the caption holds (its template), misaligned caption words. Tunes each regularizer's weight on a
+val stream, tests the tuned methods with paired seeds, then crosses them with Cai et al.'s selection and
+perturbation settings (docs/structures.md).
 
-    mmjax sweep modality_structures --scale cpu --seeds 3 --out runs/modality_structures
-    mmjax sweep modality_structures --scale smoke --set methods=clip,gc --set br_t=0.5
+    mmjax sweep modality_structures --scale cpu --out docs/results/cpu/modality_structures
+    mmjax sweep modality_structures --scale smoke --out /tmp/ms_smoke        # about two minutes
+    mmjax sweep modality_structures --set seeds=8 --set misalignment_seeds=0,1
 """
 
-from mmjax.configs.structures import modality_structures_sweep
+from mmjax.configs.structure_study import modality_structures_study
 
 
-def get_method_sweep(scale: str, overrides: dict[str, str]):
-    """Every method of the study at `scale` (smoke or cpu), with `--set` overrides applied to all."""
-    return modality_structures_sweep(scale, overrides)
+def get_structures_study(scale: str, overrides: dict[str, str]):
+    """The three-stage study at `scale` (smoke or cpu), `--set` overrides applied to every run."""
+    return modality_structures_study(scale, overrides)

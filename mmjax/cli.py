@@ -18,6 +18,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -61,11 +62,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from mmjax.configs.grid import parse_grid, seed_values
     from mmjax.train.sweep import dry_run, run_sweep, with_grid
 
+    given = {"seeds": args.seeds, "chunk": args.chunk}
+    args.seeds = 3 if args.seeds is None else args.seeds
+    args.chunk = 8 if args.chunk is None else args.chunk
     if args.seeds < 1:
         raise ConfigError(f"--seeds={args.seeds} is invalid: must be a positive integer")
     if args.chunk < 1:
         raise ConfigError(f"--chunk={args.chunk} is invalid: must be a positive integer")
     module = load_experiment_module(find_experiment(args.experiment))
+    if hasattr(module, "get_structures_study"):
+        if args.grid or args.dry_run:
+            raise ConfigError(f"--grid/--dry-run are for synthetic and image-text sweeps; "
+                              f"{args.experiment} is a three-stage study (use --set)")
+        study = module.get_structures_study(args.scale, parse_sets(args.set or []))
+        if given["seeds"] is not None:  # the test stage's seeds; the other stages take --set
+            study = dataclasses.replace(study, seeds=tuple(range(args.seeds)))
+        # Vmapping runs buys nothing on a CPU here (the convolutions are compute-bound) and compile
+        # time grows with the chunk, so one run per compiled call unless --chunk says otherwise.
+        return _structures_study(args, study, chunk=given["chunk"] or 1)
     if hasattr(module, "get_study"):
         if args.grid or args.dry_run:
             raise ConfigError(f"--grid/--dry-run are for synthetic and image-text sweeps; "
@@ -268,6 +282,27 @@ def _fusion_study(args: argparse.Namespace, study) -> int:
     return 0
 
 
+def _structures_study(args: argparse.Namespace, study, chunk: int) -> int:
+    """Tune, test and cross with misalignment (mmjax.train.structure_study); print the tables."""
+    from tqdm import tqdm
+
+    from mmjax.train.structure_study import run_structure_study
+
+    out = Path(args.out or f"runs/{study.name}_{args.scale}")
+    counts = (len(study.tune_experiment().settings) * len(study.tune_seeds),
+              len(study.test_methods) * len(study.seeds),
+              len(study.misalignment_experiment({}).settings) * len(study.misalignment_seeds))
+    print(f"mmjax sweep {study.name} --scale {args.scale}: tune {counts[0]} + test {counts[1]} + "
+          f"misalignment {counts[2]} runs -> {out}", file=sys.stderr)
+    record = run_structure_study(study, out, chunk_size=chunk,
+                                 progress=lambda **kw: tqdm(desc=study.name, **kw))
+    print("tuned:", json.dumps(record["tuned"]))
+    print((out / "test.md").read_text())
+    print(f"wrote {out}/tuned.json, test.md, paired.csv, paired.png, misalignment.md, misalignment.png and "
+          f"the stages' sweeps in {record['total_seconds']:.0f} s")
+    return 0
+
+
 def _distributed(args: argparse.Namespace) -> None:
     """Join a multi-process run when flags or MMJAX_* variables ask for one (before any JAX work)."""
     from mmjax import parallel
@@ -349,9 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run a synthetic experiment (vmapped over configs and seeds)")
     sweep.add_argument("experiment", help="name of a file in experiments/ (or a path)")
     sweep.add_argument("--scale", choices=SCALES, default="cpu")
-    sweep.add_argument("--seeds", type=int, default=3)
+    sweep.add_argument("--seeds", type=int, default=None,
+                       help="seeds 0..N-1 (default 3; modality_structures: its test stage, default 5)")
     sweep.add_argument("--out", default=None, help="output directory (default runs/<name>_<scale>)")
-    sweep.add_argument("--chunk", type=int, default=8, help="runs vmapped together per compiled call")
+    sweep.add_argument("--chunk", type=int, default=None,
+                       help="runs vmapped together per compiled call (default 8; modality_structures 1)")
     sweep.add_argument("--set", action="append", metavar="FIELD=VALUE",
                        help="override any config field, e.g. --set batch=64 --set widths=32,32")
     sweep.add_argument("--grid", action="append", metavar="FIELD=VALUES",

@@ -9,7 +9,7 @@ only in the text. Ranges of the continuous factors, as `sample_factors` draws th
 - `pos_x` in [0, 1): horizontal position, 0 = left edge of the usable area, 1 = right edge;
 - `pos_y` in [-0.5, 0.5): vertical offset inside the height band, in band widths (scaled by
   `BAND_JITTER`, so neighbouring bands never overlap);
-- `rotation` in [0, 2π): counter-clockwise rotation of the shape in radians.
+- `rotation` in [0, `max_rotation`) (default 2π): counter-clockwise rotation of the shape in radians.
 
 Images are float32 (n, H, W, 3) in [0, 1]; y points up, so height "high" is the top of the image. Captions
 are token rows `[sot] words [eot] pad...` with `mmjax.data.tokenizer`'s special ids, built on device from
@@ -97,6 +97,10 @@ class SceneConfig:
     causal: bool = False
     causal_strength: float = 0.8  # probability that a caused factor follows its cause (causal mode only)
     antialias: float = 1.0  # width in pixels of the smoothstep edge; 0 gives hard edges
+    # Rotations are drawn from [0, max_rotation). Below the smallest symmetry angle of the shapes (90° for
+    # square and cross, 120° triangle, 72° star) the rotation is identifiable from the image, except the
+    # circle's and the ring's.
+    max_rotation: float = 2 * math.pi
 
     def __post_init__(self):
         if not isinstance(self.image_size, int) or self.image_size < 16:
@@ -118,6 +122,8 @@ class SceneConfig:
             taken |= set(values)
         if not 0 <= self.causal_strength <= 1:
             raise ValueError(f"causal_strength={self.causal_strength!r} is invalid: must be in [0, 1]")
+        if not 0 < self.max_rotation <= 2 * math.pi:
+            raise ValueError(f"max_rotation={self.max_rotation!r} is invalid: must be in (0, 2π]")
         if not 0 <= self.antialias < math.inf:
             raise ValueError(f"antialias={self.antialias!r} is invalid: must be a finite number >= 0")
 
@@ -157,7 +163,7 @@ def sample_factors(key: jax.Array, n: int, cfg: SceneConfig) -> dict[str, jax.Ar
         "background": randint(k[4], n_background),
         "pos_x": jax.random.uniform(k[5], (n,)),
         "pos_y": jax.random.uniform(k[6], (n,), minval=-0.5, maxval=0.5),
-        "rotation": jax.random.uniform(k[7], (n,), maxval=2 * math.pi),
+        "rotation": jax.random.uniform(k[7], (n,), maxval=cfg.max_rotation),
         "template": randint(k[8], len(TEMPLATES)),
     }
     if cfg.causal:

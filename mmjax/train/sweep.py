@@ -96,16 +96,20 @@ def chunk_stem(chunk: Chunk, static) -> str:
 
 def build_run(static) -> Callable:
     """The pure `run(params, world, key) -> RunResult` a static config describes: synthetic latents
-    (`RunStatic`), rendered image-text scenes (`ImageTextStatic`), or any static config with its own
+    (`RunStatic`), rendered image-text scenes (`ImageTextStatic`), the modality-structures study
+    (`StructureStatic`), or any static config with its own
     `build_run()` method."""
     from mmjax.configs.image_text import ImageTextStatic
+    from mmjax.configs.structure_scenes import StructureStatic
     from mmjax.configs.synthetic import RunStatic
     from mmjax.train.image_text import make_image_text_run
+    from mmjax.train.structure_scenes import make_structure_run
     from mmjax.train.synthetic import make_run
 
     if hasattr(static, "build_run"):
         return static.build_run()
-    builders = {RunStatic: make_run, ImageTextStatic: make_image_text_run}
+    builders = {RunStatic: make_run, ImageTextStatic: make_image_text_run,
+                StructureStatic: make_structure_run}
     if type(static) not in builders:
         raise TypeError(f"no run builder for {type(static).__name__}: give it a build_run() method")
     return builders[type(static)](static)
@@ -250,8 +254,12 @@ def run_sweep(
     seeds: Sequence[int],
     chunk_size: int = 8,
     progress: Callable | None = None,
+    runners: dict | None = None,
 ) -> dict:
     """Run every job of the experiment, resuming finished chunks from `out_dir/chunks`.
+
+    `runners` (a dict the caller keeps) caches the compiled programs by (static config, chunk size), so
+    several sweeps of one study compile once.
 
     With several JAX processes (`jax.distributed`), process p runs chunks p, p + P, p + 2P, ... on its
     own devices; the chunk files then reach process 0 (directly on shared storage, otherwise sent
@@ -267,14 +275,15 @@ def run_sweep(
     mine = [c for c in chunks if c.index % procs == me]
     stems = {c.index: chunk_dir / name for c, name in zip(chunks, plan["chunks"], strict=True)}
     bar = progress(total=sum(len(c.jobs) for c in mine), unit="run") if progress else None
-    runners: dict[int, Runner] = {}
+    runners = {} if runners is None else runners
     failed = 0
     for chunk in mine:
         stem = stems[chunk.index]
         if not stem.with_suffix(".json").exists():
-            if chunk.group not in runners:
-                runners[chunk.group] = Runner(groups[chunk.group].static, mesh, chunk.size)
-            _run_chunk(experiment, chunk, runners[chunk.group], groups[chunk.group].static, stem)
+            static = groups[chunk.group].static
+            if (static, chunk.size) not in runners:
+                runners[static, chunk.size] = Runner(static, mesh, chunk.size)
+            _run_chunk(experiment, chunk, runners[static, chunk.size], static, stem)
         if bar is not None:
             meta = json.loads(stem.with_suffix(".json").read_text())
             failed += sum(j["status"] != "ok" for j in meta["jobs"].values())

@@ -176,7 +176,7 @@ def test_method_configs_switch_on_their_regularizers():
     (["--set", "gc_weight=-2"], "gc_weight"),
 ])
 def test_study_bad_input_is_one_line(argv, message, capsys, tmp_path):
-    assert cli.main(["sweep", "modality_structures", "--out", str(tmp_path), *argv]) == 2
+    assert cli.main(["sweep", "structures_two_tower", "--out", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 
@@ -210,7 +210,7 @@ def test_method_sweep_rows_rerun_from_cache_and_refuses_another_config(tmp_path)
 
 @pytest.mark.slow
 def test_study_smoke_writes_results_and_resumes(tmp_path, capsys):
-    argv = ["sweep", "modality_structures", "--scale", "smoke", "--seeds", "1", "--out", str(tmp_path),
+    argv = ["sweep", "structures_two_tower", "--scale", "smoke", "--seeds", "1", "--out", str(tmp_path),
             "--set", "methods=clip,sep+br+gc"]
     assert cli.main(argv) == 0
     with open(tmp_path / "results.csv") as f:
