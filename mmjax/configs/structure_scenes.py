@@ -110,7 +110,7 @@ class StructureConfig:
     # triangle), so the rotation is identifiable from the image (except the ring's: R² ≤ 0.75).
     max_rotation: float = math.pi / 4
     # encoders: a small CNN and the text CNN, each with a shared and an independent head of embed_dim
-    channels: tuple[int, ...] = (8, 16, 32)
+    channels: tuple[int, ...] = (8, 32, 64)
     hidden: int = 128
     embed_dim: int = 32
     text_embed: int = 32  # the text CNN's token embedding and conv widths
@@ -130,17 +130,17 @@ class StructureConfig:
     swap_prob: float = 0.1
     # training
     batch: int = 128
-    steps: int = 1500
+    steps: int = 1000
     lr: float = 3e-3
     schedule: str = "cosine"
     clip_norm: float = 2.0
     log_every: int = 100
     # evaluation on fresh scenes of `split`
     split: str = "test"
-    eval_fit: int = 2048
+    eval_fit: int = 1024
     eval_test: int = 2048
     k_shot: int = 5
-    probe_steps: int = 200
+    probe_steps: int = 100
 
     def __post_init__(self) -> None:
         for name in ("image_size", "hidden", "embed_dim", "text_embed", "batch", "steps", "log_every",

@@ -55,7 +55,7 @@ class StructureStudy:
 
     name: str
     base: StructureConfig
-    tune_seeds: tuple[int, ...] = (100, 101)
+    tune_seeds: tuple[int, ...] = (100,)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     misalignment_seeds: tuple[int, ...] = (0,)
     test_methods: tuple[str, ...] = TEST_METHODS

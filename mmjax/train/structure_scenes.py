@@ -21,8 +21,8 @@ from jax import lax
 from mmjax.configs.structure_scenes import (
     FEATURES,
     GAP,
-    LABELLED,
     IMAGE_ONLY,
+    LABELLED,
     RETRIEVAL,
     StructureParams,
     StructureResult,

@@ -112,7 +112,8 @@ def paired_table(rows: list[dict], study: StructureStudy) -> list[dict]:
             paired = [s for s in seeds if (method, s) in values and ("clip", s) in values]
             mine = [fn(values[(method, s)], method) for s in seeds if (method, s) in values]
             base = [fn(values[("clip", s)], "clip") for s in paired]
-            row = {"method": method, "metric": name, "mean": float(np.mean(mine)), "seeds": len(mine)}
+            row = {"method": method, "metric": name, "mean": float(np.mean(mine)), "seeds": len(mine),
+                   "diff": "", "ci_low": "", "ci_high": ""}  # filled for paired methods
             if method != "clip" and len(base) == len(mine) and len(mine) > 1:
                 d = np.asarray(mine) - np.asarray(base)
                 half = t975(len(d) - 1) * float(np.std(d, ddof=1)) / math.sqrt(len(d))
@@ -132,7 +133,7 @@ def format_paired(table: list[dict], study: StructureStudy) -> str:
         parts = [f"{cell[('clip', name)]['mean']:.3f}" if ("clip", name) in cell else ""]
         for m in methods[1:]:
             r = cell.get((m, name), {})
-            if "diff" in r:
+            if r.get("diff", "") != "":
                 sig = "**" if r["ci_low"] > 0 or r["ci_high"] < 0 else ""
                 parts.append(f"{sig}{r['diff']:+.3f}{sig} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]")
             else:
@@ -173,8 +174,8 @@ def format_misalignment(tables: dict, roles: dict[str, dict[str, str]]) -> str:
     """Markdown, one block per panel: factors × settings, the cell's role initial beside its score."""
     blocks = []
     for (method, feature), (factors, settings, mat) in tables.items():
-        lines = [f"**{method}, {feature}** (MCC; R² for position and rotation; u unbiased, p perturbed, o omitted, "
-                 "i image-only)", "", "| factor | " + " | ".join(settings) + " |",
+        lines = [f"**{method}, {feature}** (MCC; R² for position and rotation; u unbiased, p perturbed, "
+                 "o omitted, i image-only)", "", "| factor | " + " | ".join(settings) + " |",
                  "|---|" + "---|" * len(settings)]
         for i, f in enumerate(factors):
             cells = [f"{mat[i, j]:.2f} {roles.get(s, {}).get(f, '?')[0]}" for j, s in enumerate(settings)]
@@ -195,7 +196,8 @@ def plot_misalignment(tables: dict, path: Path, title: str) -> None:
         return
     cols = min(3, len(panels))
     n_rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(n_rows, cols, squeeze=False, figsize=(4.6 * cols, 3.4 * n_rows))
+    fig, axes = plt.subplots(n_rows, cols, squeeze=False, figsize=(4.6 * cols, 4.3 * n_rows),
+                             gridspec_kw={"hspace": 0.75})
     for ax, ((method, feature), (factors, settings, mat)) in zip(axes.flat, panels, strict=False):
         im = ax.imshow(np.clip(mat, 0, 1), vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(settings)), settings, rotation=45, ha="right", fontsize=7)
@@ -224,25 +226,28 @@ def plot_paired(table: list[dict], study: StructureStudy, path: Path, title: str
 
     names = [n for n, _ in paired_metrics(study) if not n.startswith(("gap/", "zero-shot ")) or
              n == "zero-shot mean"]
+    groups = [[n for n in names if not n.startswith("R²")], [n for n in names if n.startswith("R²")]]
     methods = [m for m in study.test_methods if m != "clip"]
     cell = {(r["method"], r["metric"]): r for r in table}
-    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(names) * len(methods) / 2), 4))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [3, 1]})
     width = 0.8 / max(len(methods), 1)
-    for k, m in enumerate(methods):
-        xs, ys, lo, hi = [], [], [], []
-        for i, n in enumerate(names):
-            r = cell.get((m, n))
-            if r and "diff" in r:
-                xs.append(i + (k - (len(methods) - 1) / 2) * width)
-                ys.append(r["diff"])
-                lo.append(r["diff"] - r["ci_low"])
-                hi.append(r["ci_high"] - r["diff"])
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=f"{m} − clip")
-    ax.axhline(0, color="black", lw=0.6)
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("paired difference (95 % CI)")
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=10)
+    for ax, group, ylabel in zip(axes, groups, ("accuracy / recall difference", "R² difference"),
+                                 strict=True):
+        for k, m in enumerate(methods):
+            xs, ys, lo, hi = [], [], [], []
+            for i, n in enumerate(group):
+                r = cell.get((m, n))
+                if r and r["diff"] != "":
+                    xs.append(i + (k - (len(methods) - 1) / 2) * width)
+                    ys.append(r["diff"])
+                    lo.append(r["diff"] - r["ci_low"])
+                    hi.append(r["ci_high"] - r["diff"])
+            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=f"{m} − clip")
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_xticks(range(len(group)), group, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel(f"paired {ylabel} (95 % CI)", fontsize=8)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
