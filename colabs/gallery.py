@@ -40,8 +40,9 @@ NOTEBOOKS = {
     ),
     "modality_structures": (
         "Latent modality structures",
-        "Train the two-tower model with and without L_Sep, L_Br and L_GC, then compare the modality gap "
-        "(a 2-D projection of both modalities) and the probes side by side (Jiang et al., arXiv 2303.05952).",
+        "Train L_Con with and without L_Sep, L_Br and L_GC in one vmapped program on scenes where each "
+        "modality holds what the other lacks, then read what the image features keep of every factor and "
+        "see the modality gap (Jiang et al., arXiv 2303.05952).",
     ),
     "fusion": (
         "ALBEF-style fusion",

@@ -9,12 +9,14 @@ import mmjax.configs
 from mmjax.configs.experiment import Sweepable
 from mmjax.configs.image_text import ImageTextConfig
 from mmjax.configs.numeric import base_config
+from mmjax.configs.structure_scenes import StructureConfig
 
 CONFIG_MODULES = sorted(m.name for m in pkgutil.iter_modules(mmjax.configs.__path__))
 
 
 def test_every_config_module_is_checked():
-    assert {"clip", "fusion", "finetune", "fusion_study", "numeric", "structures"} <= set(CONFIG_MODULES)
+    assert {"clip", "fusion", "finetune", "fusion_study", "numeric", "structures", "structure_scenes",
+            "structure_study"} <= set(CONFIG_MODULES)
 
 
 def test_config_modules_do_not_import_train():
@@ -26,7 +28,7 @@ def test_config_modules_do_not_import_train():
 
 
 def test_sweepable_configs_follow_the_protocol():
-    for cfg in (base_config("smoke"), ImageTextConfig()):
+    for cfg in (base_config("smoke"), ImageTextConfig(), StructureConfig()):
         assert isinstance(cfg, Sweepable)
         assert hash(cfg.to_static()) == hash(cfg.to_static())  # compile groups key on it
         assert cfg.with_overrides({"lr": "0.5"}).lr == 0.5
