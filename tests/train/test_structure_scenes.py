@@ -59,9 +59,9 @@ def test_prompts_name_only_their_attribute_value():
         assert set(static.scene.values(attr)) <= words and not words & others
 
 
-@pytest.mark.parametrize("weights", [(0.0, 0.0, 0.0), (0.3, 0.7, 1.3)])
-def test_objective_equals_the_two_tower_trainers(weights):
+def test_objective_equals_the_two_tower_trainers():
     """L_Con + Σ w·L_r with traced weights = the two-tower trainer's objective with static ones, float64."""
+    weights = (0.3, 0.7, 1.3)
     with jax.enable_x64(True):
         keys = jax.random.split(jax.random.key(0), 8)
         names = ("img", "txt", "img_aug", "txt_aug", "img_ind", "txt_ind", "img_ind_aug", "txt_ind_aug")
