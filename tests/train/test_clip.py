@@ -88,6 +88,7 @@ def test_gradient_accumulation_equals_full_batch_for_a_row_separable_loss():
     np.testing.assert_array_equal(seen[0], [0.0, 2.0, 4.0, 6.0])
 
 
+@pytest.mark.slow  # ~30-90 s: in the slow set to keep the default suite under 10 min
 def test_accumulated_and_bfloat16_steps_train():
     mesh = parallel.data_mesh(jax.devices()[:1])
     l32, _ = _run_steps(TINY, mesh, 1)
@@ -118,6 +119,7 @@ def _loop_trainer(tmp_path):
     return make_trainer(LOOP, load_data(LOOP, tmp_path).tokenizer.vocab_size)
 
 
+@pytest.mark.slow  # ~30-90 s: in the slow set to keep the default suite under 10 min
 def test_resumed_run_is_bit_identical(tmp_path):
     trainer = _loop_trainer(tmp_path)
     full = train_and_evaluate(LOOP, tmp_path / "full", progress=False, trainer=trainer)

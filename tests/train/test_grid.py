@@ -97,6 +97,7 @@ def test_seed_grid_replaces_the_seed_count(capsys):
     assert "seed='1,1' is invalid: seeds are distinct integers >= 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~30-90 s: in the slow set to keep the default suite under 10 min
 def test_dry_run_estimate_times_one_chunk():
     cfg = base_config("smoke", widths="8,8", batch=16, steps=40, log_every=20, eval_fit=64, eval_test=64,
                       probe_epochs=2, cond_samples=100, cond_rank=1)

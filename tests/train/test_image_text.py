@@ -56,6 +56,7 @@ def test_cpu_scale_trains_one_unbiased_attribute_at_higher_tau_and_set_wins():
     assert set(forced.values()) == {(0.05, "all")}
 
 
+@pytest.mark.slow  # ~30-90 s: in the slow set to keep the default suite under 10 min
 def test_sweep_rows_roles_and_learning(tmp_path):
     # 200 steps of batch 64: τ = 0.1 with a 3-d encoding learns colour that fast (colour MCC 1.0 for
     # both towers, as with 300 steps of batch 128); the cpu defaults (τ = 0.02, the unbiased count) need

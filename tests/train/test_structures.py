@@ -99,6 +99,7 @@ def test_loss_is_contrastive_plus_weighted_regularizers(weights):
     assert ("image_ind_proj" in shapes["params"]) == (cfg.sep_weight > 0)
 
 
+@pytest.mark.slow  # ~30-90 s: in the slow set to keep the default suite under 10 min
 def test_regularized_trainer_logs_the_weighted_sum(all_on_one_device):
     metrics, params = all_on_one_device
     assert metrics[0]["loss"] != metrics[1]["loss"]  # the first step moved the parameters
@@ -129,6 +130,7 @@ def test_without_regularizers_the_loss_is_unchanged():
     assert "loss" in plain[0] and not any(k.startswith("reg/") for k in plain[0])
 
 
+@pytest.mark.slow  # ~30-90 s: in the slow set to keep the default suite under 10 min
 def test_gc_regularizer_lowers_its_term():
     """Training with a large L_GC weight drives L_GC below where L_Con alone leaves it."""
     mesh = parallel.data_mesh(jax.devices()[:1])
@@ -139,6 +141,7 @@ def test_gc_regularizer_lowers_its_term():
     assert reg[-1]["reg/gc"] < 0.5 * base[-1]["reg/gc"]
 
 
+@pytest.mark.slow  # ~30-90 s: in the slow set to keep the default suite under 10 min
 @pytest.mark.needs_8_devices
 def test_regularized_step_on_8_devices_matches_1(all_on_one_device, adam_zero_gradient_atol):
     m1, p1 = all_on_one_device
@@ -187,6 +190,7 @@ RUN = ClipConfig(num_train=512, num_eval=128, image_size=16, patch=8, width=32, 
                  eval_every=100, ckpt_every=6, keep=2)
 
 
+@pytest.mark.slow  # ~30-90 s: in the slow set to keep the default suite under 10 min
 def test_method_sweep_rows_rerun_from_cache_and_refuses_another_config(tmp_path):
     """The loop of the modality-structures study (the slow test below runs the study itself)."""
     sweep = MethodSweep("tiny", {"clip": RUN})

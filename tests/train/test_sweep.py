@@ -28,6 +28,7 @@ def tiny_experiment(extra=None) -> Experiment:
     return Experiment("tiny", tuple(settings))
 
 
+@pytest.mark.slow  # ~30-90 s: in the slow set to keep the default suite under 10 min
 def test_sweep_writes_rows_and_resumes_without_recompute(tmp_path):
     exp = tiny_experiment()
     first = run_sweep(exp, tmp_path, seeds=[0, 1], chunk_size=8)
@@ -60,6 +61,7 @@ def test_nan_config_is_marked_failed_and_others_finish(tmp_path):
     assert settings == {"θ=[2]", "θ=[3] ρ={1}"}
 
 
+@pytest.mark.slow  # ~30-90 s: in the slow set to keep the default suite under 10 min
 def test_vmapped_run_equals_single_runs():
     cfg = base_config("smoke", **TINY)
     configs = [dataclasses.replace(cfg, theta=(1, 2)), dataclasses.replace(cfg, theta=(3,))]
