@@ -192,6 +192,20 @@ def seed_table(rows: list[dict], encoder: str, metric: str = "r2_nonlinear"):
     return factors, settings, mat
 
 
+def heatmap_panel(ax, mat: np.ndarray, rows: list[str], cols: list[str], fontsize: float = 8):
+    """A factors × settings heatmap on [0, 1] (values outside are drawn clipped) with each finite cell's
+    value written in it; returns the image for a colorbar."""
+    im = ax.imshow(np.clip(mat, 0.0, 1.0), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=fontsize)
+    ax.set_yticks(range(len(rows)), rows, fontsize=fontsize)
+    for i in range(mat.shape[0]):
+        for j in range(mat.shape[1]):
+            if np.isfinite(mat[i, j]):
+                ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=fontsize * 0.8,
+                        color="black" if mat[i, j] > 0.6 else "white")
+    return im
+
+
 def plot_heatmaps(rows: list[dict], path: Path, title: str, metric: str = "r2_nonlinear",
                   label: str | None = None) -> None:
     """One panel per encoder, cells annotated with the seed-mean score (clipped at 0)."""
@@ -209,14 +223,7 @@ def plot_heatmaps(rows: list[dict], path: Path, title: str, metric: str = "r2_no
     fig, axes = plt.subplots(1, len(encoders), squeeze=False,
                              figsize=(1.0 + 0.75 * n_cols * len(encoders) + 1.5, 0.45 * n_rows + 1.8))
     for ax, enc, (factors, settings, mat) in zip(axes[0], encoders, tables, strict=True):
-        im = ax.imshow(mat, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(settings)), settings, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(factors)), factors, fontsize=8)
-        for i in range(mat.shape[0]):
-            for j in range(mat.shape[1]):
-                if np.isfinite(mat[i, j]):
-                    ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
-                            color="black" if mat[i, j] > 0.6 else "white")
+        im = heatmap_panel(ax, mat, factors, settings, fontsize=8)
         ax.set_title(ENCODER_NAMES[enc], fontsize=9)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label=label or metric.replace("_", " "))
     fig.suptitle(title, fontsize=10)

@@ -65,6 +65,21 @@ class ImageTextParams(NamedTuple):
     in_modal: jax.Array  # 1: in-modal negatives too (SimCLR-style); 0: cross-modal only (CLIP's InfoNCE)
 
 
+def check_caption_bias(cfg) -> None:
+    """ConfigError unless `cfg.selected`/`cfg.perturbed` are distinct attribute names, at least one
+    selected, the perturbed a proper subset of them, and `cfg.p_change` a probability."""
+    for name in ("selected", "perturbed"):
+        value = getattr(cfg, name)
+        if isinstance(value, str) or any(a not in DISCRETE for a in value) or len(set(value)) != len(value):
+            _fail(name, value, f"distinct attribute names from {', '.join(DISCRETE)}")
+    if not cfg.selected:
+        _fail("selected", cfg.selected, "must name at least one attribute")
+    if not set(cfg.perturbed) < set(cfg.selected):
+        _fail("perturbed", cfg.perturbed, f"must be a proper subset of selected={cfg.selected}")
+    if not 0.0 <= cfg.p_change <= 1.0:
+        _fail("p_change", cfg.p_change, "must be a probability in [0, 1]")
+
+
 @dataclass(frozen=True)
 class ImageTextConfig:
     """Scene, bias, encoders, training and probes of one run; shapes static, the rest traced."""
@@ -103,16 +118,7 @@ class ImageTextConfig:
             _fail("image_size", self.image_size, "must be at least 16")
         if self.log_every > self.steps:
             _fail("log_every", self.log_every, f"must be at most steps={self.steps}")
-        for name in ("selected", "perturbed"):
-            bad = [a for a in getattr(self, name) if a not in DISCRETE]
-            if bad or len(set(getattr(self, name))) != len(getattr(self, name)):
-                _fail(name, getattr(self, name), f"distinct attribute names from {', '.join(DISCRETE)}")
-        if not self.selected:
-            _fail("selected", self.selected, "must name at least one attribute")
-        if not set(self.perturbed) < set(self.selected):
-            _fail("perturbed", self.perturbed, f"must be a proper subset of selected={self.selected}")
-        if not 0.0 <= self.p_change <= 1.0:
-            _fail("p_change", self.p_change, "must be a probability in [0, 1]")
+        check_caption_bias(self)
         if self.encoding_size is not None and not 1 <= self.encoding_size <= MAX_ENCODING:
             _fail("encoding_size", self.encoding_size, f"must be in 1..{MAX_ENCODING} or None")
         try:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.configs.common import _fail
+from mmjax.configs.image_text import check_caption_bias
 from mmjax.data.scenes import DISCRETE, SceneConfig, caption_max_len, scene_vocab
 
 REGULARIZERS = ("sep", "br", "gc")
@@ -150,17 +151,7 @@ class StructureConfig:
                 _fail(name, value, "must be a positive integer")
         if self.log_every > self.steps:
             _fail("log_every", self.log_every, f"must be at most steps={self.steps}")
-        for name in ("selected", "perturbed"):
-            value = getattr(self, name)
-            unknown = any(a not in DISCRETE for a in value)
-            if isinstance(value, str) or unknown or len(set(value)) != len(value):
-                _fail(name, value, f"distinct attribute names from {', '.join(DISCRETE)}")
-        if not self.selected:
-            _fail("selected", self.selected, "must name at least one attribute")
-        if not set(self.perturbed) < set(self.selected):
-            _fail("perturbed", self.perturbed, f"must be a proper subset of selected={self.selected}")
-        if not 0.0 <= self.p_change <= 1.0:
-            _fail("p_change", self.p_change, "must be a probability in [0, 1]")
+        check_caption_bias(self)
         try:
             self.scene()
         except ValueError as err:

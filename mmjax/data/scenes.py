@@ -362,6 +362,17 @@ def caption_tokens(key: jax.Array, factors: dict[str, jax.Array], cfg: SceneConf
     return tokens, record
 
 
+def draw_scenes(key: jax.Array, n: int, cfg: SceneConfig, selected: jax.Array, perturbed: jax.Array,
+                p_change: float | jax.Array, max_len: int | None = None
+                ) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
+    """n fresh scenes: (factors, rendered images, caption tokens) under the given caption bias
+    (`caption_tokens`' masks, which may be traced)."""
+    k_f, k_c = jax.random.split(key)
+    factors = sample_factors(k_f, n, cfg)
+    tokens, _ = caption_tokens(k_c, factors, cfg, selected, perturbed, p_change, max_len)
+    return factors, render(factors, cfg), tokens
+
+
 def caption_strings(tokens: jax.Array | np.ndarray, cfg: SceneConfig) -> list[str]:
     """Decode token rows to captions (special tokens removed, reading stops at eot)."""
     vocab = scene_vocab(cfg)

@@ -13,13 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from mmjax.configs.image_text import LABELLED, TARGETS, ImageTextParams, ImageTextStatic  # noqa: F401
-from mmjax.data.scenes import (
-    CONTINUOUS,
-    TEMPLATES,
-    caption_tokens,
-    render,
-    sample_factors,
-)
+from mmjax.data.scenes import CONTINUOUS, TEMPLATES, draw_scenes
 from mmjax.eval import identifiability as ident
 from mmjax.eval.mcc import linear_mcc, mlp_mcc
 from mmjax.losses.contrastive import simclr_cosine_loss
@@ -38,11 +32,7 @@ def make_image_text_run(static: ImageTextStatic):
     n_classes = max(*scene.n_values, len(TEMPLATES))
 
     def draw(key: Array, n: int, params: ImageTextParams):
-        k_f, k_c = jax.random.split(key)
-        factors = sample_factors(k_f, n, scene)
-        tokens, _ = caption_tokens(k_c, factors, scene, params.selected, params.perturbed, params.p_change,
-                                   static.max_len)
-        return factors, render(factors, scene), tokens
+        return draw_scenes(key, n, scene, params.selected, params.perturbed, params.p_change, static.max_len)
 
     def embed(p, images: Array, tokens: Array, mask: Array) -> tuple[Array, Array]:
         """Masked image and text encodings (the encoding size is the mask's count)."""

@@ -19,7 +19,6 @@ import numpy as np
 from jax import lax
 
 from mmjax.configs.structure_scenes import (
-    FEATURES,
     GAP,
     IMAGE_ONLY,
     LABELLED,
@@ -29,7 +28,7 @@ from mmjax.configs.structure_scenes import (
     StructureStatic,
 )
 from mmjax.data.augment import color_jitter, random_swap, word_dropout
-from mmjax.data.scenes import DISCRETE, TEMPLATES, caption_tokens, render, sample_factors
+from mmjax.data.scenes import DISCRETE, TEMPLATES, caption_tokens, draw_scenes
 from mmjax.eval import identifiability as ident
 from mmjax.eval.gap import _gap_arrays
 from mmjax.eval.mcc import mcc
@@ -92,11 +91,7 @@ def make_structure_run(static: StructureStatic):
     n_classes = {f: n for f, n in zip(DISCRETE, scene.n_values, strict=True)} | {"template": len(TEMPLATES)}
 
     def draw(key: Array, n: int, params: StructureParams):
-        k_f, k_c = jax.random.split(key)
-        factors = sample_factors(k_f, n, scene)
-        tokens, _ = caption_tokens(k_c, factors, scene, params.selected, params.perturbed, params.p_change,
-                                   static.max_len)
-        return factors, render(factors, scene), tokens
+        return draw_scenes(key, n, scene, params.selected, params.perturbed, params.p_change, static.max_len)
 
     def heads(out: Array) -> tuple[Array, Array]:
         """(shared, independent) halves of an encoder's output."""
@@ -198,6 +193,5 @@ def make_structure_run(static: StructureStatic):
         curve = losses[: static.steps // w * w].reshape(-1, w).mean(1)
         return res._replace(loss_curve=curve, terms=terms[-w:].mean(0))
 
-    assert len(FEATURES) == 6
     run.train, run.evaluate, run.features = train, evaluate, features
     return run

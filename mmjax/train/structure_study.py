@@ -184,6 +184,46 @@ def format_misalignment(tables: dict, roles: dict[str, dict[str, str]]) -> str:
     return "\n\n".join(blocks)
 
 
+ROLE_ORDER = ("unbiased", "perturbed", "omitted", "image-only")
+
+
+def role_summary(tables: dict, roles: dict[str, dict[str, str]]) -> list[dict]:
+    """Per panel and factor role: the mean score over every (factor, setting) cell of that role (MCC for
+    attributes; R² for position and rotation, the image-only role), its cell count, and the mean of the
+    cell-wise difference to L_Con's image feature on the same cells."""
+    base = tables.get(("clip", "img"))
+    out = []
+    for (method, feature), (factors, settings, mat) in tables.items():
+        for role in ROLE_ORDER:
+            cells = [(i, j) for i, f in enumerate(factors) for j, st in enumerate(settings)
+                     if roles.get(st, {}).get(f) == role and np.isfinite(mat[i, j])]
+            if not cells:
+                continue
+            diff = (float(np.mean([mat[i, j] - base[2][i, j] for i, j in cells]))
+                    if base is not None and (method, feature) != ("clip", "img") else float("nan"))
+            out.append({"method": method, "feature": feature, "role": role, "cells": len(cells),
+                        "mean": float(np.mean([mat[i, j] for i, j in cells])), "diff_to_clip": diff})
+    return out
+
+
+def format_role_summary(summary: list[dict]) -> str:
+    """Markdown: panels × roles, each cell `mean (difference to L_Con's img)`."""
+    present = [r for r in ROLE_ORDER if any(s["role"] == r for s in summary)]
+    panels = list(dict.fromkeys((s["method"], s["feature"]) for s in summary))
+    cell = {(s["method"], s["feature"], s["role"]): s for s in summary}
+    counts = {r: next(s["cells"] for s in summary if s["role"] == r) for r in present}
+    head = " | ".join(f"{r} ({counts[r]} cells)" for r in present)
+    lines = [f"| method, feature | {head} |", "|---|" + "---|" * len(present)]
+    for method, feature in panels:
+        parts = []
+        for r in present:
+            c = cell.get((method, feature, r))
+            parts.append("" if c is None else f"{c['mean']:.2f}" + (
+                "" if not np.isfinite(c["diff_to_clip"]) else f" ({c['diff_to_clip']:+.2f})"))
+        lines.append(f"| {method}, {feature} | " + " | ".join(parts) + " |")
+    return "\n".join(lines)
+
+
 def plot_misalignment(tables: dict, path: Path, title: str) -> None:
     """Heatmaps laid out like the image–text study's: one panel per (method, feature)."""
     import matplotlib
@@ -197,16 +237,9 @@ def plot_misalignment(tables: dict, path: Path, title: str) -> None:
     cols = min(3, len(panels))
     n_rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(n_rows, cols, squeeze=False, figsize=(4.6 * cols, 4.3 * n_rows),
-                             gridspec_kw={"hspace": 0.75})
+                             gridspec_kw={"hspace": 0.75, "wspace": 0.5})
     for ax, ((method, feature), (factors, settings, mat)) in zip(axes.flat, panels, strict=False):
-        im = ax.imshow(np.clip(mat, 0, 1), vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(settings)), settings, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(factors)), factors, fontsize=7)
-        for i in range(mat.shape[0]):
-            for j in range(mat.shape[1]):
-                if np.isfinite(mat[i, j]):
-                    ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                            color="black" if mat[i, j] > 0.6 else "white")
+        im = report.heatmap_panel(ax, mat, factors, settings, fontsize=7)
         ax.set_title(f"{method}: {feature}", fontsize=9)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
@@ -253,8 +286,30 @@ def plot_paired(table: list[dict], study: StructureStudy, path: Path, title: str
     plt.close(fig)
 
 
-def _seconds(record: dict) -> float:
-    return float(record.get("total_seconds", 0.0))
+def stage_seconds(stage_dir: Path) -> float:
+    """Compile + run seconds recorded in a stage's chunk files, resumed ones included: what computing
+    the stage's results took, whichever invocation did it."""
+    metas = [json.loads(f.read_text()) for f in sorted((Path(stage_dir) / "chunks").glob("*.json"))]
+    return float(sum(m["compile_seconds"] + m["run_seconds"] for m in metas))
+
+
+def write_misalignment_report(study: StructureStudy, tuned: dict, out: Path) -> list[dict]:
+    """From `out/misalignment/results.csv`: misalignment.md (role summary, then every panel),
+    misalignment_roles.csv and misalignment.png. Returns the role summary."""
+    out = Path(out)
+    tables = misalignment_tables(report.read_csv(out / "misalignment" / "results.csv"))
+    roles = {s.grid[1][1]: {f: s.config.role(f) for f in (*DISCRETE, *IMAGE_ONLY)}
+             for s in study.misalignment_experiment(tuned).settings}
+    summary = role_summary(tables, roles)
+    report.write_csv(summary, out / "misalignment_roles.csv")
+    (out / "misalignment.md").write_text(
+        "Mean score by factor role over the settings (MCC; R² for the image-only position and rotation), "
+        "in brackets the cell-wise difference to clip, img:\n\n" + format_role_summary(summary) + "\n\n"
+        + format_misalignment(tables, roles) + "\n")
+    plot_misalignment(tables, out / "misalignment.png",
+                      f"{study.name}: what each regularizer keeps in the image features "
+                      f"({len(study.misalignment_seeds)} seed(s))")
+    return summary
 
 
 def run_structure_study(study: StructureStudy, out: Path, chunk_size: int = 1,
@@ -264,28 +319,22 @@ def run_structure_study(study: StructureStudy, out: Path, chunk_size: int = 1,
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     runners: dict = {}
-    tune = run_sweep(study.tune_experiment(), out / "tune", study.tune_seeds, chunk_size, progress, runners)
+    run_sweep(study.tune_experiment(), out / "tune", study.tune_seeds, chunk_size, progress, runners)
     tuned, scores = choose_tuned(report.read_csv(out / "tune" / "results.csv"), study)
     report.write_json({"tuned": tuned, "val_scores": scores}, out / "tuned.json")
-    test = run_sweep(study.test_experiment(tuned), out / "test", study.seeds, chunk_size, progress, runners)
+    run_sweep(study.test_experiment(tuned), out / "test", study.seeds, chunk_size, progress, runners)
     table = paired_table(report.read_csv(out / "test" / "results.csv"), study)
     report.write_csv(table, out / "paired.csv")
     (out / "test.md").write_text(format_paired(table, study) + "\n")
     plot_paired(table, study, out / "paired.png",
                 f"{study.name}: tuned regularizers − L_Con, {len(study.seeds)} paired seeds")
     mis_exp = study.misalignment_experiment(tuned)
-    mis = run_sweep(mis_exp, out / "misalignment", study.misalignment_seeds, chunk_size, progress, runners)
-    tables = misalignment_tables(report.read_csv(out / "misalignment" / "results.csv"))
-    roles = {s.grid[1][1]: {f: s.config.role(f) for f in (*DISCRETE, *IMAGE_ONLY)} for s in mis_exp.settings}
-    (out / "misalignment.md").write_text(format_misalignment(tables, roles) + "\n")
-    plot_misalignment(tables, out / "misalignment.png",
-                      f"{study.name}: what each regularizer keeps in the image features "
-                      f"({len(study.misalignment_seeds)} seed(s))")
+    run_sweep(mis_exp, out / "misalignment", study.misalignment_seeds, chunk_size, progress, runners)
+    write_misalignment_report(study, tuned, out)
     record = {"name": study.name, "tuned": tuned, "base": study.base.to_dict(),
               "seeds": {"tune": list(study.tune_seeds), "test": list(study.seeds),
                         "misalignment": list(study.misalignment_seeds)},
-              "stage_seconds": {"tune": _seconds(tune), "test": _seconds(test),
-                                "misalignment": _seconds(mis)},
+              "stage_seconds": {s: stage_seconds(out / s) for s in ("tune", "test", "misalignment")},
               "total_seconds": time.perf_counter() - started}
     (out / "sweep.json").write_text(json.dumps(record, indent=2, default=str))
     return record

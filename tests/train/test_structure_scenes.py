@@ -189,8 +189,14 @@ def test_misalignment_settings_and_tables():
     assert labels == ["θ=co", "θ=co+sh", "θ=co+sh+si", "θ=co+sh+si+he", "θ=co+sh+si+he+ba", "ρ=ba",
                       "ρ=he+ba", "ρ=si+he+ba", "ρ=sh+si+he+ba"]
     study = modality_structures_study("cpu", {})
-    exp = study.misalignment_experiment({})
-    assert len(exp.settings) == len(labels) * len(study.misalignment_methods)
+    biases = [s.grid[1][1] for s in study.misalignment_experiment({}).settings]
+    assert sorted(set(biases)) == sorted(set(labels) - {"θ=co+sh+si", "ρ=he+ba"})  # the default seven
+    assert len(biases) == 7 * len(study.misalignment_methods)
+    every = modality_structures_study("cpu", {"misalignment_settings": "all"}).misalignment_experiment({})
+    assert [s.grid[1][1] for s in every.settings][::4] == labels
+    two = modality_structures_study("cpu", {"misalignment_settings": "ρ=ba, θ=co"})
+    two = two.misalignment_experiment({})
+    assert [s.grid[1][1] for s in two.settings][::4] == ["θ=co", "ρ=ba"]  # in bias_settings() order
     rows = [{"method": "clip", "feature": "img", "bias": b, "factor": f, "metric": "mcc", "value": 0.5}
             for b in labels[:2] for f in DISCRETE]
     rows += [{"method": "clip", "feature": "img", "bias": "θ=co", "factor": "pos_x", "metric": "linear",
@@ -199,11 +205,26 @@ def test_misalignment_settings_and_tables():
     factors, settings, mat = tables[("clip", "img")]
     assert settings == labels[:2] and factors[-3:] == ["pos_x", "pos_y", "rotation"]
     assert mat[0, 0] == 0.5 and mat[-3, 0] == 0.25 and np.isnan(mat[-3, 1])
+    # role summary: colour unbiased in both settings, shape omitted under θ=co, unbiased under θ=co+sh
+    rows += [{**r, "method": "sep", "value": r["value"] + (0.25 if r["factor"] == "shape" else 0.0)}
+             for r in rows if r["bias"] == "θ=co"]
+    roles = {label: {f: cfg.role(f) for f in (*DISCRETE, "pos_x")} for label, cfg in
+             ((lab, dataclasses.replace(study.base, **bias)) for lab, bias in bias_settings())}
+    summary = {(r["method"], r["role"]): r for r in ss.role_summary(ss.misalignment_tables(rows), roles)}
+    assert summary[("clip", "unbiased")]["cells"] == 3 and summary[("clip", "omitted")]["cells"] == 7
+    assert summary[("clip", "image-only")]["mean"] == 0.25
+    assert np.isnan(summary[("clip", "omitted")]["diff_to_clip"])
+    assert summary[("sep", "omitted")]["mean"] == pytest.approx(0.5 + 0.25 / 4)  # shape, size, height, bg
+    assert summary[("sep", "omitted")]["diff_to_clip"] == pytest.approx(0.25 / 4)
+    assert summary[("sep", "unbiased")]["cells"] == 1  # sep ran θ=co only
+    text = ss.format_role_summary(list(summary.values()))
+    assert "| sep, img | 0.50 (+0.00) | 0.56 (+0.06) | 0.25 (+0.00) |" in text.splitlines()
 
 
 def test_study_bad_input_is_one_line(capsys, tmp_path):
     for argv, message in ((["--set", "seeds=a"], "seeds='a' is invalid"),
                           (["--scale", "paper"], "scale='paper' is invalid"),
+                          (["--set", "misalignment_settings=θ=x"], "misalignment_settings='θ=x' is invalid"),
                           (["--grid", "lr=1,2"], "three-stage study")):
         assert cli.main(["sweep", "modality_structures", "--out", str(tmp_path), *argv]) == 2
         err = capsys.readouterr().err.strip()
@@ -215,13 +236,18 @@ def test_smoke_study_writes_every_table_and_resumes(tmp_path, capsys):
     argv = ["sweep", "modality_structures", "--scale", "smoke", "--out", str(tmp_path)]
     assert cli.main(argv) == 0
     for name in ("tuned.json", "test.md", "paired.csv", "paired.png", "misalignment.md", "misalignment.png",
-                 "sweep.json", "tune/results.csv", "test/results.csv", "misalignment/results.csv"):
+                 "misalignment_roles.csv", "sweep.json", "tune/results.csv", "test/results.csv",
+                 "misalignment/results.csv"):
         assert (tmp_path / name).stat().st_size > 0, name
     tuned = json.loads((tmp_path / "tuned.json").read_text())["tuned"]
     assert set(tuned) == {"sep", "br", "gc"}
     first = (tmp_path / "test" / "results.csv").read_text()
+    stages = json.loads((tmp_path / "sweep.json").read_text())["stage_seconds"]
     assert cli.main(argv) == 0  # every chunk is found finished
     assert (tmp_path / "test" / "results.csv").read_text() == first
+    # the stages' seconds still count the resumed chunks' recorded compile + run time
+    assert json.loads((tmp_path / "sweep.json").read_text())["stage_seconds"] == stages
+    assert min(stages.values()) > 0
     record = json.loads((tmp_path / "test" / "sweep.json").read_text())
     chunks = len(list((tmp_path / "test" / "chunks").glob("*.json")))
     assert sum(g["resumed_chunks"] for g in record["groups"]) == chunks > 0
