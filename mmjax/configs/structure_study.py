@@ -38,7 +38,8 @@ TUNE_GRID = {
 TEST_METHODS = ("clip", "sep", "br", "gc", "sep+br+gc")
 MISALIGNMENT_METHODS = ("clip", "sep", "br", "gc")
 # Seven of the nine bias settings by default (`misalignment_settings=all` runs the nine): the two middle
-# rungs θ=co+sh+si and ρ=he+ba are left out so that the whole cpu study fits in 90 minutes on 2 cores.
+# rungs θ=co+sh+si and ρ=he+ba are left out so that the whole cpu study fits in 90 minutes on the slower
+# of the 2-core CPUs it was timed on (README: ~87 min there at 78.7 s per run, 41 min at 38 s).
 MISALIGNMENT_SETTINGS = ("θ=co", "θ=co+sh", "θ=co+sh+si+he", "θ=co+sh+si+he+ba", "ρ=ba", "ρ=si+he+ba",
                          "ρ=sh+si+he+ba")
 

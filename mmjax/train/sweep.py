@@ -132,7 +132,14 @@ class Runner:
         self.chunk_size = chunk_size
         self.run = build_run(static)
         shard = NamedSharding(mesh, PartitionSpec("sweep"))
-        self._fn = jax.jit(jax.vmap(self.run), in_shardings=shard, out_shardings=shard)
+        # Each device runs its own slice of jobs as one vmapped program (shard_map): the runs share
+        # nothing, so no collective may appear. Under plain jit + vmap the partitioner turns every
+        # data-dependent while loop (L-BFGS probes, plateau stopping) into a loop whose predicate is an
+        # all-reduce over devices: every device waited for the slowest at every iteration, and with 8
+        # fake CPU devices on 2 cores a late device could abort the process in XLA's rendezvous.
+        local = jax.shard_map(jax.vmap(self.run), mesh=mesh, in_specs=PartitionSpec("sweep"),
+                              out_specs=PartitionSpec("sweep"), check_vma=False)
+        self._fn = jax.jit(local, in_shardings=shard, out_shardings=shard)
         # One world at a time: a world's draw needs ~0.4 GB of temporaries at the cpu recipe (25 000
         # candidate mixing matrices per layer), so drawing all seeds in one vmapped call grew with N.
         self._world = jax.jit(static.draw_world)

@@ -251,3 +251,21 @@ def test_smoke_study_writes_every_table_and_resumes(tmp_path, capsys):
     record = json.loads((tmp_path / "test" / "sweep.json").read_text())
     chunks = len(list((tmp_path / "test" / "chunks").glob("*.json")))
     assert sum(g["resumed_chunks"] for g in record["groups"]) == chunks > 0
+
+
+@pytest.mark.slow  # ~25-50 s of compile
+@pytest.mark.needs_8_devices
+def test_sharded_chunk_has_no_collectives():
+    """Runs share nothing, so a chunk over 8 devices must compile without any cross-device op: under
+    plain jit + vmap every L-BFGS probe's while loop waited on an all-reduce of its predicate (48 of
+    them here), and a late device could abort the process in XLA's rendezvous."""
+    from mmjax.train.sweep import Job, Runner, _local_mesh
+
+    study = modality_structures_study("smoke", {})
+    setting = study.tune_experiment().settings[0]
+    mesh = _local_mesh()
+    runner = Runner(setting.config.to_static(), mesh, mesh.devices.size)
+    jobs = [Job(i, setting, i) for i in range(mesh.devices.size)]
+    text = runner._fn.lower(*runner.inputs(jobs)).compile().as_text()
+    for op in ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter"):
+        assert op not in text, op

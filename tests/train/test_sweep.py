@@ -92,3 +92,4 @@ def test_cli_smoke_sweep_end_to_end(tmp_path):
                             "n_theta", "n_rho", "r2_linear", "r2_nonlinear"}
     record = json.loads((out / "sweep.json").read_text())
     assert len(record["jobs"]) == 10 and (out / "heatmap.png").stat().st_size > 10_000
+
