@@ -328,8 +328,8 @@ def run_structure_study(study: StructureStudy, out: Path, chunk_size: int = 1,
     (out / "test.md").write_text(format_paired(table, study) + "\n")
     plot_paired(table, study, out / "paired.png",
                 f"{study.name}: tuned regularizers − L_Con, {len(study.seeds)} paired seeds")
-    mis_exp = study.misalignment_experiment(tuned)
-    run_sweep(mis_exp, out / "misalignment", study.misalignment_seeds, chunk_size, progress, runners)
+    run_sweep(study.misalignment_experiment(tuned), out / "misalignment", study.misalignment_seeds,
+              chunk_size, progress, runners)
     write_misalignment_report(study, tuned, out)
     record = {"name": study.name, "tuned": tuned, "base": study.base.to_dict(),
               "seeds": {"tune": list(study.tune_seeds), "test": list(study.seeds),

@@ -133,10 +133,10 @@ class Runner:
         self.run = build_run(static)
         shard = NamedSharding(mesh, PartitionSpec("sweep"))
         # Each device runs its own slice of jobs as one vmapped program (shard_map): the runs share
-        # nothing, so no collective may appear. Under plain jit + vmap the partitioner turns every
-        # data-dependent while loop (L-BFGS probes, plateau stopping) into a loop whose predicate is an
-        # all-reduce over devices: every device waited for the slowest at every iteration, and with 8
-        # fake CPU devices on 2 cores a late device could abort the process in XLA's rendezvous.
+        # nothing, so no collective may appear. Under plain jit + vmap the partitioner turned every
+        # data-dependent while loop (the L-BFGS probes) into a loop whose predicate is an all-reduce
+        # over devices, so every device waited for the slowest at every iteration; with 8 fake CPU
+        # devices on 2 cores such a program aborted the process twice (no XLA message survived).
         local = jax.shard_map(jax.vmap(self.run), mesh=mesh, in_specs=PartitionSpec("sweep"),
                               out_specs=PartitionSpec("sweep"), check_vma=False)
         self._fn = jax.jit(local, in_shardings=shard, out_shardings=shard)

@@ -258,7 +258,7 @@ def test_smoke_study_writes_every_table_and_resumes(tmp_path, capsys):
 def test_sharded_chunk_has_no_collectives():
     """Runs share nothing, so a chunk over 8 devices must compile without any cross-device op: under
     plain jit + vmap every L-BFGS probe's while loop waited on an all-reduce of its predicate (48 of
-    them here), and a late device could abort the process in XLA's rendezvous."""
+    them here), and such a program aborted the slow smoke study twice on 8 fake devices."""
     from mmjax.train.sweep import Job, Runner, _local_mesh
 
     study = modality_structures_study("smoke", {})
