@@ -1,0 +1,170 @@
+"""mmjax against Cai et al.'s reference code (github.com/YichaoCai1/crossmodal_mislaignment), side by side.
+
+    pip install /path/to/torch-*.whl   # or `pip install torch`: an optional extra, never an mmjax dependency
+    python benchmarks/vs_reference.py --ref PATH_TO_CHECKOUT [--sizes paper6144,paper512,small256]
+
+The reference is imported unmodified from its checkout (`main_numeric.train_step`, `utils.losses`,
+`encoders.get_mlp`, `utils.invertible_network_utils.construct_invertible_mlp`) and timed from outside.
+First it checks, in float64, that mmjax's `lp_simclr_loss` equals the reference's `LpSimCLRLoss` as
+`main_numeric.train_step` symmetrises it, in value and in the gradient with respect to all four
+embeddings. Then, per size, it times one training step of each side, alternating (reference, mmjax,
+reference, mmjax, ...), and prints the medians and their ratio:
+
+- reference: `train_step` on fresh standard-normal latents (its data generation is not timed), Adam,
+  clipping at 2, torch on CPU with `--threads` threads;
+- mmjax: `jit(run.train)` of `mmjax.train.synthetic.make_run` for `--steps` steps, divided by the step
+  count; it samples its latents on device inside the scan, which the reference side does not count.
+
+The R² evaluation (`evaluate_prediction` with scikit-learn's MLPRegressor) is not timed here yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIZES = {  # name: (mmjax scale, batch, widths, label)
+    "paper6144": ("paper", 6144, "paper", "training step, paper widths, batch 6144"),
+    "paper512": ("paper", 512, "paper", "training step, paper widths, batch 512"),
+    "small256": ("cpu", 256, "64,64", "training step, widths 64,64, batch 256, one config"),
+}
+N_S, N_M = 10, 5  # the reference's defaults: 10 semantic and 5 modality-specific latents
+
+
+def import_reference(ref: Path):
+    """The reference's modules from its checkout, unmodified."""
+    if not (ref / "main_numeric.py").exists():
+        raise SystemExit(f"--ref {ref}: no main_numeric.py there (a checkout of "
+                         "YichaoCai1/crossmodal_mislaignment is expected)")
+    sys.path.insert(0, str(ref))
+    import encoders
+    import main_numeric
+    from utils.invertible_network_utils import construct_invertible_mlp
+    from utils.losses import LpSimCLRLoss
+    return main_numeric, encoders, construct_invertible_mlp, LpSimCLRLoss
+
+
+def loss_parity(LpSimCLRLoss, batch: int = 64, dim: int = 10, seed: int = 0) -> tuple[float, float]:
+    """(|Δ value|, max |Δ gradient|) of mmjax's LpSimCLR against the reference's, float64."""
+    import jax
+    import torch
+
+    from mmjax.losses.contrastive import lp_simclr_loss
+
+    rng = np.random.default_rng(seed)
+    embs = [rng.normal(size=(batch, dim)) for _ in range(4)]  # hz_x, hz_t, hz_x_, hz_t_
+    ts = [torch.tensor(e, dtype=torch.float64, requires_grad=True) for e in embs]
+    loss = LpSimCLRLoss()
+    hx, ht, hx_, ht_ = ts
+    # main_numeric.train_step: loss_func(z_x, z_t, z_x_, hz_x, hz_t, hz_x_) and the swap, averaged
+    ref = 0.5 * (loss(None, None, None, hx, ht, hx_)[0] + loss(None, None, None, ht, hx, ht_)[0])
+    ref.backward()
+    with jax.enable_x64(True):
+        args = [jax.numpy.asarray(e, jax.numpy.float64) for e in embs]
+        value, grads = jax.value_and_grad(lambda *a: lp_simclr_loss(*a), argnums=(0, 1, 2, 3))(*args)
+        dv = abs(float(value) - float(ref.detach()))
+        dg = max(float(np.max(np.abs(np.asarray(g) - t.grad.numpy())))
+                 for g, t in zip(grads, ts, strict=True))
+    return dv, dg
+
+
+def reference_step(main_numeric, encoders, construct_invertible_mlp, LpSimCLRLoss, batch: int, widths: str):
+    """A callable running one reference training step, and its parameter count."""
+    import torch
+
+    d = N_S + N_M
+    hidden = [d * 10, d * 50, d * 50, d * 50, d * 50, d * 10] if widths == "paper" else \
+        [int(w) for w in widths.split(",")]
+    g_x = construct_invertible_mlp(n=d, n_layers=3, cond_thresh_ratio=0.001, n_iter_cond_thresh=25000)
+    g_t = construct_invertible_mlp(n=d, n_layers=3, cond_thresh_ratio=0.001, n_iter_cond_thresh=25000)
+    for p in [*g_x.parameters(), *g_t.parameters()]:
+        p.requires_grad = False
+    f_x = encoders.get_mlp(n_in=d, n_out=N_S, layers=list(hidden))
+    f_t = encoders.get_mlp(n_in=d, n_out=N_S, layers=list(hidden))
+    params = list(f_x.parameters()) + list(f_t.parameters())
+    opt = torch.optim.Adam(params, lr=1e-4)
+    loss = LpSimCLRLoss()
+
+    def step():
+        data = [torch.randn(batch, d) for _ in range(4)]  # not timed apart: cheap next to the step
+        return main_numeric.train_step(data, lambda z: f_x(g_x(z)), lambda z: f_t(g_t(z)), loss, opt, params)
+
+    return step
+
+
+def mmjax_steps(scale: str, batch: int, widths: str, steps: int):
+    """A callable running `steps` compiled mmjax training steps (blocking), and the compile seconds."""
+    import jax
+
+    from mmjax.configs.numeric import base_config
+    from mmjax.train.synthetic import make_run
+
+    cfg = base_config(scale, batch=batch, widths=widths, steps=steps, log_every=1)
+    static = cfg.to_static()
+    run = make_run(static)
+    params, world = cfg.to_params(), jax.jit(static.draw_world)(jax.random.key(0))
+    start = time.perf_counter()
+    train = jax.jit(run.train).lower(params, world, jax.random.key(1)).compile()
+    compile_s = time.perf_counter() - start
+    keys = iter(range(2, 10_000))
+    return (lambda: jax.block_until_ready(train(params, world, jax.random.key(next(keys))))), compile_s
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ref", type=Path, required=True, help="checkout of the reference repository")
+    parser.add_argument("--sizes", default="paper6144,paper512,small256",
+                        help=f"comma-separated, from {', '.join(SIZES)}")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per side (medians)")
+    parser.add_argument("--steps", type=int, default=0, help="mmjax steps per timed call (0: by size)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = parser.parse_args(argv)
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    bad = [s for s in sizes if s not in SIZES]
+    if bad or args.repeats < 1:
+        parser.error(f"--sizes={args.sizes!r} is invalid: allowed {', '.join(SIZES)}" if bad
+                     else f"--repeats={args.repeats} is invalid: at least 1")
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit("vs_reference needs PyTorch (pip install torch); mmjax itself does not") from None
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    ref = import_reference(args.ref.resolve())
+
+    dv, dg = loss_parity(ref[3])
+    print(f"LpSimCLR float64, B=64, d=10: |value - reference| = {dv:.2e}, max |grad - reference| = {dg:.2e}")
+    # float64: the loss is O(10) and sums 65 exponentials per row, so rounding differences between the
+    # two implementations stay near 1e-14; 1e-12 separates that from any difference of formula.
+    if not (dv < 1e-12 and dg < 1e-12):
+        print("  MISMATCH against the reference loss", file=sys.stderr)
+        return 1
+
+    print("\n| work | reference | mmjax | ratio | mmjax compile |\n|---|---|---|---|---|")
+    for name in sizes:
+        scale, batch, widths, label = SIZES[name]
+        steps = args.steps or (3 if batch >= 4096 else 20 if batch >= 512 else 500)
+        ref_step = reference_step(*ref, batch=batch, widths=widths)
+        ours, compile_s = mmjax_steps(scale, batch, widths, steps)
+        ref_step(), ours()  # warm-up
+        t_ref, t_ours = [], []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            ref_step()
+            t_ref.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            ours()
+            t_ours.append((time.perf_counter() - start) / steps)
+        r, m = statistics.median(t_ref), statistics.median(t_ours)
+        fmt = lambda s: f"{s:.2f} s" if s >= 0.1 else f"{1e3 * s:.2f} ms"
+        print(f"| {label} | {fmt(r)} | {fmt(m)} | {r / m:.1f}x | {compile_s:.1f} s |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
