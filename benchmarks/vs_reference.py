@@ -15,7 +15,13 @@ reference, mmjax, ...), and prints the medians and their ratio:
 - mmjax: `jit(run.train)` of `mmjax.train.synthetic.make_run` for `--steps` steps, divided by the step
   count; it samples its latents on device inside the scan, which the reference side does not count.
 
-The R² evaluation (`evaluate_prediction` with scikit-learn's MLPRegressor) is not timed here yet.
+Last, the R² evaluation of one model (`--eval-fit` fit + as many test rows; the paper's is 20 480): the
+reference's `evaluate_prediction` with `LinearRegression(n_jobs=-1)` and `MLPRegressor(max_iter=10000)`,
+as `main_numeric.main` calls them, on 13 targets x 2 encodings, against mmjax's linear and MLP probes
+(`mmjax.eval.identifiability`, the targets batched as `mmjax.train.synthetic` batches them, 200 epochs at
+most as the paper scale's `probe_epochs`) on the same standardised features and targets: 10-d encodings
+tanh(z A) of z ~ N(0, I_15), targets the 10 semantic latents one by one, all 10 together, the 5 image-
+specific ones and 5 independent ones (R² ≈ 0).
 """
 
 from __future__ import annotations
@@ -115,6 +121,71 @@ def mmjax_steps(scale: str, batch: int, widths: str, steps: int):
     return (lambda: jax.block_until_ready(train(params, world, jax.random.key(next(keys))))), compile_s
 
 
+def eval_inputs(n_fit: int, seed: int = 0):
+    """Standardised fit/test features of both encodings and the 13 targets (each (2n, k))."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(2 * n_fit, N_S + N_M))
+    feats = []
+    for _ in range(2):
+        h = np.tanh(z @ rng.normal(size=(N_S + N_M, N_S)) / 2.0)
+        mu, sd = h[:n_fit].mean(0), h[:n_fit].std(0)
+        feats.append((h - mu) / sd)
+    targets = [z[:, i:i + 1] for i in range(N_S)]
+    targets += [z[:, :N_S], z[:, N_S:], rng.normal(size=(2 * n_fit, N_M))]
+    return feats, targets
+
+
+def reference_eval(main_numeric, feats, targets, n_fit: int) -> tuple[float, list[int]]:
+    """Seconds of the reference's evaluation of 2 encodings x 13 targets; sklearn's epoch counts."""
+    import warnings
+
+    from sklearn import linear_model
+    from sklearn.exceptions import DataConversionWarning
+    from sklearn.metrics import r2_score
+    from sklearn.neural_network import MLPRegressor
+
+    # single targets are (n, 1) columns, as in the reference's own data dicts
+    warnings.filterwarnings("ignore", category=DataConversionWarning)
+    epochs, start = [], time.perf_counter()
+    for h in feats:
+        for y in targets:
+            data = [h[:n_fit], y[:n_fit], h[n_fit:], y[n_fit:]]
+            main_numeric.evaluate_prediction(linear_model.LinearRegression(n_jobs=-1), r2_score, *data)
+            model = MLPRegressor(max_iter=10000)
+            main_numeric.evaluate_prediction(model, r2_score, *data)
+            epochs.append(int(model.n_iter_))
+    return time.perf_counter() - start, epochs
+
+
+def mmjax_eval(feats, targets, n_fit: int, max_epochs: int = 200):
+    """A callable running mmjax's evaluation of the same work (blocking), and its compile seconds."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from mmjax.eval import identifiability as ident
+
+    width = max(y.shape[1] for y in targets)
+    ys = jnp.asarray(np.stack([np.pad(y, ((0, 0), (0, width - y.shape[1]))) for y in targets]), jnp.float32)
+    masks = jnp.asarray([[1.0] * y.shape[1] + [0.0] * (width - y.shape[1]) for y in targets])
+    hs = jnp.asarray(np.stack(feats), jnp.float32)
+
+    def per_encoder(h, key):
+        def per_target(y, m, k):
+            lin = ident.linear_r2(h[:n_fit], y[:n_fit], h[n_fit:], y[n_fit:], m)
+            nl = ident.mlp_r2(k, h[:n_fit], y[:n_fit], h[n_fit:], y[n_fit:], m, max_epochs=max_epochs)
+            return lin, nl
+        keys = jax.random.split(key, ys.shape[0])
+        return lax.map(lambda a: per_target(*a), (ys, masks, keys), batch_size=ys.shape[0])
+
+    both = lambda hs, key: [per_encoder(h, k) for h, k in zip(hs, jax.random.split(key, 2), strict=True)]
+    fn = jax.jit(both)
+    start = time.perf_counter()
+    compiled = fn.lower(hs, jax.random.key(0)).compile()
+    compile_s = time.perf_counter() - start
+    return (lambda: jax.block_until_ready(compiled(hs, jax.random.key(1)))), compile_s
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ref", type=Path, required=True, help="checkout of the reference repository")
@@ -123,12 +194,14 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per side (medians)")
     parser.add_argument("--steps", type=int, default=0, help="mmjax steps per timed call (0: by size)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--eval-fit", type=int, default=20_480, help="evaluation fit rows (0: skip it)")
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     bad = [s for s in sizes if s not in SIZES]
-    if bad or args.repeats < 1:
+    if bad or args.repeats < 1 or args.eval_fit < 0:
         parser.error(f"--sizes={args.sizes!r} is invalid: allowed {', '.join(SIZES)}" if bad
-                     else f"--repeats={args.repeats} is invalid: at least 1")
+                     else f"--repeats={args.repeats} is invalid: at least 1" if args.repeats < 1
+                     else f"--eval-fit={args.eval_fit} is invalid: 0 (skip) or a positive row count")
     try:
         import torch
     except ImportError:
@@ -163,6 +236,18 @@ def main(argv=None) -> int:
         r, m = statistics.median(t_ref), statistics.median(t_ours)
         fmt = lambda s: f"{s:.2f} s" if s >= 0.1 else f"{1e3 * s:.2f} ms"
         print(f"| {label} | {fmt(r)} | {fmt(m)} | {r / m:.1f}x | {compile_s:.1f} s |", flush=True)
+    if args.eval_fit:
+        feats, targets = eval_inputs(args.eval_fit)
+        ours, compile_s = mmjax_eval(feats, targets, args.eval_fit)
+        ours()  # warm-up
+        start = time.perf_counter()
+        ours()
+        m = time.perf_counter() - start
+        r, epochs = reference_eval(ref[0], feats, targets, args.eval_fit)
+        print(f"| R² evaluation of one model ({args.eval_fit} fit + {args.eval_fit} test, 13 targets x 2 "
+              f"encodings, linear + MLP probe) | {r:.1f} s | {m:.1f} s | {r / m:.1f}x | {compile_s:.1f} s |")
+        print(f"(sklearn's MLPRegressor ran {min(epochs)}-{max(epochs)} epochs, median "
+              f"{statistics.median(epochs):g}; mmjax's probe stops by the same rule, at 200 at most)")
     return 0
 
 
