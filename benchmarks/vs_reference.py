@@ -80,7 +80,7 @@ def loss_parity(LpSimCLRLoss, batch: int = 64, dim: int = 10, seed: int = 0) -> 
 
 
 def reference_step(main_numeric, encoders, construct_invertible_mlp, LpSimCLRLoss, batch: int, widths: str):
-    """A callable running one reference training step, and its parameter count."""
+    """A callable running one reference training step."""
     import torch
 
     d = N_S + N_M
