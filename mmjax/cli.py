@@ -176,7 +176,7 @@ def _write_report(out: Path, record: dict, metric_label: str = "non-linear R²")
 
 
 _FIXED_COLUMNS = {"experiment", "run", "setting", "seed", "encoder", "factor", "role", "r2_linear",
-                  "r2_nonlinear", "mcc_linear", "mcc_nonlinear"}
+                  "r2_nonlinear", "r2_compare", "mcc_linear", "mcc_nonlinear"}
 
 
 def _columns(path: Path) -> list[str]:

@@ -24,7 +24,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-SCORES = ("r2_linear", "r2_nonlinear", "mcc_linear", "mcc_nonlinear")
+SCORES = ("r2_linear", "r2_nonlinear", "r2_compare", "mcc_linear", "mcc_nonlinear")
 INTS = ("run", "seed", "n_theta", "n_rho")
 
 

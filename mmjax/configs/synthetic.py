@@ -17,6 +17,7 @@ import numpy as np
 
 from mmjax.configs.common import _fail, parse_overrides
 from mmjax.eval.downstream import METRICS
+from mmjax.eval.identifiability import NONLINEAR_PROBES
 from mmjax.latent import codes
 from mmjax.latent.simulator import Bias, LatentShape, World, make_world
 from mmjax.models.mlp import paper_widths
@@ -24,7 +25,6 @@ from mmjax.models.mlp import paper_widths
 SCALES = ("smoke", "cpu", "paper")
 LOSSES = ("lp_simclr", "simclr_cosine")
 OUTPUT_NORMS = ("none", "batch_standardize", "batch_whiten")
-NONLINEAR_PROBES = ("mlp", "kernel_ridge")
 EVAL_KINDS = ("identifiability", "downstream")
 SCHEDULES = ("constant", "cosine")
 TEXT_LAYOUTS = ("padded", "exact")
@@ -52,6 +52,8 @@ class RunStatic:
     eval_test: int
     nonlinear_probe: str
     kernel_ridge_max: int
+    nystrom_landmarks: int
+    compare_probe: str
     probe_epochs: int
     eval_tilde: bool
     swap_batches: bool
@@ -117,8 +119,11 @@ class SyntheticConfig:
     # evaluation
     eval_fit: int = 4096
     eval_test: int = 4096
-    nonlinear_probe: str = "mlp"
+    nonlinear_probe: str = "mlp"  # or "nystrom" (fast), "kernel_ridge" (exact, first kernel_ridge_max rows)
     kernel_ridge_max: int = 2048
+    nystrom_landmarks: int = 1024
+    # A second non-linear probe evaluated on the same features, reported as r2_compare ("" for none).
+    compare_probe: str = ""
     probe_epochs: int = 200  # the MLP probe's max epochs (sklearn's max_iter)
     eval_tilde: bool = True  # also regress each s~_i (reported for perturbed i)
     eval_kind: str = "identifiability"  # or "downstream": ID/OOD probes of the image representation
@@ -128,7 +133,7 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         for name in ("n_s", "n_x", "n_t", "mixing_layers", "batch", "steps", "log_every",
                      "eval_fit", "eval_test", "cond_samples", "cond_rank", "kernel_ridge_max",
-                     "probe_epochs"):
+                     "nystrom_landmarks", "probe_epochs"):
             if int(getattr(self, name)) < 1:
                 _fail(name, getattr(self, name), "must be a positive integer")
         if self.cond_rank > self.cond_samples:
@@ -159,6 +164,12 @@ class SyntheticConfig:
                               ("eval_kind", EVAL_KINDS)):
             if getattr(self, name) not in allowed:
                 _fail(name, getattr(self, name), f"allowed: {', '.join(allowed)}")
+        if self.compare_probe and (self.compare_probe not in NONLINEAR_PROBES
+                                   or self.compare_probe == self.nonlinear_probe):
+            others = [p for p in NONLINEAR_PROBES if p != self.nonlinear_probe]
+            _fail("compare_probe", self.compare_probe, f"allowed: '' (none), {', '.join(others)}")
+        if self.compare_probe and self.eval_kind != "identifiability":
+            _fail("compare_probe", self.compare_probe, "needs eval_kind='identifiability'")
         if self.reference_cov and self.dependent and self.n_x != self.n_t:
             _fail("reference_cov", True, "the shared draw Σ_mt = Σ_mx needs n_x == n_t")
         self.hidden_widths(self.n_s + self.n_x)
@@ -241,6 +252,7 @@ class SyntheticConfig:
             output_norm=self.output_norm, schedule=self.schedule, log_every=self.log_every,
             eval_fit=self.eval_fit, eval_test=self.eval_test,
             nonlinear_probe=self.nonlinear_probe, kernel_ridge_max=self.kernel_ridge_max,
+            nystrom_landmarks=self.nystrom_landmarks, compare_probe=self.compare_probe,
             probe_epochs=self.probe_epochs, eval_tilde=self.eval_tilde,
             swap_batches=self.swap_batches, eval_kind=self.eval_kind,
         )
@@ -284,10 +296,13 @@ class SyntheticConfig:
             wanted += [(f"s_tilde{i + 1}", "perturbed") for i in self._rho_set]
             wanted += [("s_unbiased", "unbiased"), ("m_x", "specific"), ("m_t", "specific")]
             wanted = [(n, r) for n, r in wanted if n in names]
+        compare = lambda e, name: ({"r2_compare": float(res.r2_compare[e, names.index(name)])}
+                                   if self.compare_probe else {})
         return [{"encoder": enc, "factor": name, "role": role, "n_theta": len(self._theta_set),
                  "n_rho": len(self._rho_set),
                  "r2_linear": float(res.r2_linear[e, names.index(name)]),
-                 "r2_nonlinear": float(res.r2_nonlinear[e, names.index(name)])}
+                 "r2_nonlinear": float(res.r2_nonlinear[e, names.index(name)]),
+                 **compare(e, name)}
                 for e, enc in enumerate(encoders) for name, role in wanted]
 
     def with_overrides(self, overrides: dict[str, str]) -> SyntheticConfig:

@@ -239,11 +239,17 @@ def _mlp_apply(params: dict[str, Array], x: Array) -> Array:
     return hid @ params["w2"] + params["b2"]
 
 
-def _mlp_train(
-    params: dict[str, Array],
+def _augment(x: Array) -> Array:
+    """x with a column of ones: the first layer's bias becomes the last row of its weights, so its
+    gradient comes out of the weight-gradient matmul instead of a separate reduction over the batch."""
+    return jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1)
+
+
+def _mlps_train(
+    params: list[dict[str, Array]],
     x: Array,
-    y: Array,
-    mask: Array,
+    ys: list[Array],
+    masks: list[Array],
     key: Array,
     *,
     lr: float,
@@ -253,70 +259,155 @@ def _mlp_train(
     tol: float,
     n_iter_no_change: int,
     shuffle: bool = True,
-) -> tuple[dict[str, Array], Array, Array]:
-    """Run sklearn's Adam loop; return final params, per-epoch loss (NaN once stopped), n_epochs."""
+) -> tuple[list[dict[str, Array]], Array, Array]:
+    """sklearn's Adam loop for T MLPs on one input x (n, d); member j fits ys[j] (n, k_j), masks[j] (k_j,).
+
+    All members see the same minibatches (one shuffle per epoch, so each member's batch order is
+    still a uniform random permutation, as in sklearn) and each stops at its own plateau: a finished
+    member's parameters are frozen while the others train on, and the epoch loop ends when every
+    member has stopped. Each step runs the members one after another on the shared batch: on CPU a
+    member's activations (batch x hidden) stay in cache, where one wide layer for all members would
+    stream T times as much through memory per pass (measured 2-3x slower). Returns the final params,
+    the (max_epochs, T) loss curves (NaN once a member stopped) and the (T,) epoch counts.
+    """
     n = x.shape[0]
-    k_eff = jnp.sum(mask)
+    n_members = len(ys)
+    x1 = _augment(x)
     bs = min(batch_size, n)
     n_batches = -(-n // bs)
     pad = n_batches * bs - n
+    # Internally w1 carries b1 as its last row (see _augment); L2 applies to the weights only.
+    aug = [{"w1": jnp.concatenate([p["w1"], p["b1"][None]], 0), "w2": p["w2"], "b2": p["b2"]}
+           for p in params]
+    l2_rows = (jnp.arange(x1.shape[1]) < x.shape[1]).astype(jnp.float32)[:, None]
 
-    def batch_loss(p: dict[str, Array], xb: Array, yb: Array, wb: Array) -> tuple[Array, Array]:
+    def member_loss(p: dict[str, Array], xb: Array, yb: Array, wb: Array, mask: Array):
         n_b = jnp.sum(wb)
-        sq = jnp.sum(wb[:, None] * mask * (_mlp_apply(p, xb) - yb) ** 2)
-        reg = 0.5 * l2 * (jnp.sum(p["w1"] ** 2) + jnp.sum((p["w2"] * mask) ** 2)) / n_b
+        out = jax.nn.relu(xb @ p["w1"]) @ p["w2"] + p["b2"]
+        sq = jnp.sum(wb[:, None] * mask * (out - yb) ** 2)
+        reg = 0.5 * l2 * (jnp.sum((p["w1"] * l2_rows) ** 2) + jnp.sum((p["w2"] * mask) ** 2)) / n_b
         # sklearn reports the squared loss averaged over samples and outputs, but its gradient
         # (delta = pred - y) is that of the sum over outputs; mirror both.
-        objective = 0.5 * sq / n_b + reg
-        reported = 0.5 * sq / (n_b * k_eff) + reg
-        return objective, reported
+        return 0.5 * sq / n_b + reg, 0.5 * sq / (n_b * jnp.sum(mask)) + reg
 
-    grad_fn = jax.grad(batch_loss, has_aux=True)
+    grad_fn = jax.grad(member_loss, has_aux=True)
 
     def step(state, batch):
-        p, m, v, t = state
+        p, m, v, t, active = state
         idx, wb = batch
-        g, reported = grad_fn(p, x[idx], y[idx], wb)
+        xb = x1[idx]
+        g, reported = [], []
+        for j in range(n_members):
+            gj, rj = grad_fn(p[j], xb, ys[j][idx], wb, masks[j])
+            g.append(gj)
+            reported.append(rj)
         t = t + 1.0
         m = jax.tree.map(lambda a, b: _ADAM_B1 * a + (1.0 - _ADAM_B1) * b, m, g)
         v = jax.tree.map(lambda a, b: _ADAM_B2 * a + (1.0 - _ADAM_B2) * b**2, v, g)
         # sklearn folds the bias correction into the step size and adds eps to the raw sqrt(v).
         lr_t = lr * jnp.sqrt(1.0 - _ADAM_B2**t) / (1.0 - _ADAM_B1**t)
-        p = jax.tree.map(lambda a, b, c: a - lr_t * b / (jnp.sqrt(c) + _ADAM_EPS), p, m, v)
-        return (p, m, v, t), reported * jnp.sum(wb)
+        adam = lambda a, b, c, on: jnp.where(on, a - lr_t * b / (jnp.sqrt(c) + _ADAM_EPS), a)
+        p = [jax.tree.map(lambda a, b, c, j=j: adam(a, b, c, active[j]), p[j], m[j], v[j])
+             for j in range(n_members)]
+        return (p, m, v, t, active), jnp.stack(reported) * jnp.sum(wb)
 
     # Padding the last batch with zero-weight rows keeps static shapes while every sample is used
     # once per epoch and the short batch is normalised by its true size, as in sklearn.
     weights = jnp.concatenate([jnp.ones((n,), jnp.float32), jnp.zeros((pad,), jnp.float32)])
     weights = weights.reshape(n_batches, bs)
+    ekeys = jax.random.split(key, max_epochs)
 
-    def run_epoch(state, ekey):
-        perm = jax.random.permutation(ekey, n) if shuffle else jnp.arange(n)
+    def epoch(carry):
+        e, opt, best, count, done, curves = carry
+        perm = jax.random.permutation(ekeys[e], n) if shuffle else jnp.arange(n)
         idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)]).reshape(n_batches, bs)
-        state, losses = lax.scan(step, state, (idx, weights))
-        return state, jnp.sum(losses) / n
-
-    def epoch(carry, ekey):
-        state, best, count, done = carry
-        # Once stopped, parameters are frozen; cond also skips the work when not vmapped.
-        new_state, loss = lax.cond(
-            done, lambda s, _: (s, jnp.float32(jnp.nan)), run_epoch, state, ekey
-        )
+        (p, m, v, t, _), losses = lax.scan(step, (*opt, ~done), (idx, weights))
+        loss = jnp.sum(losses, axis=0) / n
         # sklearn's plateau rule: the counter compares against the best loss minus tol, and the
         # best loss is tracked separately (so slow steady progress still counts as a plateau).
-        new_count = jnp.where(loss > best - tol, count + 1, 0)
-        count = jnp.where(done, count, new_count)
+        count = jnp.where(done, count, jnp.where(loss > best - tol, count + 1, 0))
         best = jnp.where(done, best, jnp.minimum(best, loss))
-        ran = ~done
+        curves = curves.at[e].set(jnp.where(done, jnp.nan, loss))
         done = done | (count > n_iter_no_change)
-        return (new_state, best, count, done), (loss, ran)
+        return e + 1, (p, m, v, t), best, count, done, curves
 
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    init = ((params, zeros, zeros, jnp.float32(0.0)), jnp.float32(jnp.inf), 0, jnp.bool_(False))
-    ((params, _, _, _), _, _, _), (losses, ran) = lax.scan(
-        epoch, init, jax.random.split(key, max_epochs)
-    )
-    return params, losses, jnp.sum(ran)
+    def more(carry):
+        e, _, _, _, done, _ = carry
+        return (e < max_epochs) & ~jnp.all(done)
+
+    zeros = jax.tree.map(jnp.zeros_like, aug)
+    inf = jnp.full((n_members,), jnp.inf, jnp.float32)
+    init = (0, (aug, zeros, zeros, jnp.float32(0.0)), inf, jnp.zeros((n_members,), jnp.int32),
+            jnp.zeros((n_members,), bool), jnp.full((max_epochs, n_members), jnp.nan, jnp.float32))
+    _, (aug, _, _, _), _, _, _, curves = lax.while_loop(more, epoch, init)
+    fitted = [{"w1": p["w1"][:-1], "b1": p["w1"][-1], "w2": p["w2"], "b2": p["b2"]} for p in aug]
+    return fitted, curves, jnp.sum(~jnp.isnan(curves), axis=0)
+
+
+def _mlp_train(params: dict[str, Array], x: Array, y: Array, mask: Array, key: Array, **kwargs):
+    """`_mlps_train` for one MLP: final params, per-epoch loss (NaN once stopped), n_epochs."""
+    fitted, curves, n_epochs = _mlps_train([params], x, [y], [mask], key, **kwargs)
+    return fitted[0], curves[:, 0], n_epochs[0]
+
+
+def _targets_2d(ys) -> list[Array]:
+    return [_as_2d(y) for y in ys]
+
+
+def _masks_for(masks, ys: list[Array]) -> list[Array]:
+    if masks is None:
+        return [jnp.ones((y.shape[1],), jnp.float32) for y in ys]
+    return [_mask_or_ones(m, y.shape[1]) for m, y in zip(masks, ys, strict=True)]
+
+
+def linear_r2_targets(h_fit, ys_fit, h_test, ys_test, masks=None) -> Array:
+    """`linear_r2` of T targets on the same features with one SVD: sequences of (n, k_j) -> (T,)."""
+    h_fit, h_test = _f32(h_fit), _f32(h_test)
+    ys_fit, ys_test = _targets_2d(ys_fit), _targets_2d(ys_test)
+    masks = _masks_for(masks, ys_fit)
+    x_mean = jnp.mean(h_fit, axis=0)
+    y_fit = jnp.concatenate(ys_fit, axis=1)
+    y_mean = jnp.mean(y_fit, axis=0)
+    # The min-norm solve is column-wise in y, so stacking the targets' columns changes no coefficient.
+    coef = _lstsq_min_norm(h_fit - x_mean, y_fit - y_mean)
+    pred = jnp.matmul(h_test - x_mean, coef, precision=_HI) + y_mean
+    stops = np.cumsum([0] + [y.shape[1] for y in ys_fit])
+    return jnp.stack([r2_score(y, pred[:, lo:hi], m)
+                      for y, m, lo, hi in zip(ys_test, masks, stops[:-1], stops[1:], strict=True)])
+
+
+def mlp_r2_targets(
+    key,
+    h_fit,
+    ys_fit,
+    h_test,
+    ys_test,
+    masks=None,
+    *,
+    hidden=100,
+    lr=1e-3,
+    l2=1e-4,
+    batch_size=200,
+    max_epochs=200,
+    tol=1e-4,
+    n_iter_no_change=10,
+) -> Array:
+    """`mlp_r2` of T targets on the same features, trained together: sequences of (n, k_j) -> (T,).
+
+    Each target gets its own MLP (own initialisation, own plateau stop, as T separate sklearn
+    ``MLPRegressor()`` fits); they share the minibatch order, so the batch is gathered once per
+    step and the epoch loop runs until the last target has stopped.
+    """
+    x, h_test = _f32(h_fit), _f32(h_test)
+    ys, ys_test = _targets_2d(ys_fit), _targets_2d(ys_test)
+    masks = _masks_for(masks, ys)
+    key_init, key_shuffle = jax.random.split(key)
+    params = [_mlp_init(k, x.shape[1], hidden, y.shape[1], jnp.sum(m))
+              for k, y, m in zip(jax.random.split(key_init, len(ys)), ys, masks, strict=True)]
+    params, _, _ = _mlps_train(params, x, ys, masks, key_shuffle, lr=lr, l2=l2, batch_size=batch_size,
+                               max_epochs=max_epochs, tol=tol, n_iter_no_change=n_iter_no_change)
+    return jnp.stack([r2_score(y, _mlp_apply(p, h_test), m)
+                      for p, y, m in zip(params, ys_test, masks, strict=True)])
 
 
 def mlp_r2(
@@ -355,6 +446,135 @@ def mlp_r2(
         n_iter_no_change=n_iter_no_change,
     )
     return r2_score(y_test, _mlp_apply(params, h_test), mask)
+
+
+# Relative eigenvalue cutoff for the Nyström landmark kernel: float32 eigh leaves eigenvalues of a
+# rank-deficient RBF Gram matrix near 1e-7 * lambda_max as noise, and lambda^-1/2 would amplify them
+# into spurious features; 1e-5 sits two decades above that floor (as _LSTSQ_RCOND does for the SVD).
+_NYSTROM_RCOND = 1e-5
+
+
+def nystrom_r2_targets(
+    h_fit,
+    ys_fit,
+    h_test,
+    ys_test,
+    masks=None,
+    *,
+    n_landmarks=1024,
+    alphas=(1.0, 0.1, 0.01, 0.001),
+    gammas=_DEFAULT_GAMMAS,
+    n_folds=3,
+) -> Array:
+    """Test R² of Nyström kernel ridge for T targets on the same features: sequences of (n, k_j) -> (T,).
+
+    A fast stand-in for the MLP probe (and for `kernel_ridge_r2`, whose n x n eigendecomposition per
+    candidate limits it to a few thousand fit rows). The RBF kernel is approximated through m
+    landmarks, the first m fit rows (the fit rows are i.i.d., so this is a uniform subset):
+    phi(x) = k(x, L) U diag(lambda)^-1/2 with W = k(L, L) = U diag(lambda) U^T, so phi(x) . phi(y)
+    is the Nyström kernel k(x, L) W^+ k(L, y) (Williams & Seeger, 2001). On these m features it
+    fits ridge regression with an unpenalised intercept, and selects (alpha, gamma) per target by
+    contiguous `n_folds`-fold CV over the same grid as `kernel_ridge_r2` (mean fold R², first of
+    ties in ParameterGrid order), then refits on all fit rows. The features are computed once per
+    gamma and shared by all targets and folds; the CV needs only the m x m Gram matrix per fold.
+    Cost per gamma: O(n m (m + d)) and n_folds + 2 eigendecompositions of m x m.
+    """
+    h_fit, h_test = _f32(h_fit), _f32(h_test)
+    ys_fit, ys_test = _targets_2d(ys_fit), _targets_2d(ys_test)
+    masks = _masks_for(masks, ys_fit)
+    y = jnp.concatenate(ys_fit, axis=1)
+    stops = np.cumsum([0] + [t.shape[1] for t in ys_fit])
+    spans = list(zip(stops[:-1], stops[1:], strict=True))
+    alphas_arr, gammas_arr = _f32(alphas), _f32(gammas)
+    n = h_fit.shape[0]
+    landmarks = h_fit[: min(n_landmarks, n)]
+    d2_land = _sq_dists(landmarks, landmarks)
+    d2_land = jnp.where(jnp.eye(landmarks.shape[0], dtype=bool), 0.0, d2_land)
+    bounds = _kfold_bounds(n, n_folds)
+
+    def ridge(gram: Array, phi_sum: Array, phi_y: Array, y_sum: Array, count) -> tuple[Array, ...]:
+        # Centering phi and y with this training set's means gives the unpenalised intercept.
+        mu, y_mean = phi_sum / count, y_sum / count
+        gram = gram - count * jnp.outer(mu, mu)
+        rhs = phi_y - count * jnp.outer(mu, y_mean)
+        lam, vec = _eigh_psd(gram)
+        vtr = jnp.matmul(vec.T, rhs, precision=_HI)
+        coef = jnp.einsum("mj,ajk->amk", vec, vtr[None] / (lam[None, :, None] + alphas_arr[:, None, None]),
+                          precision=_HI)  # (n_alpha, m, K)
+        return coef, mu, y_mean
+
+    def scores_by_target(y_true: Array, preds: Array) -> Array:  # preds (n_alpha, rows, K) -> (n_alpha, T)
+        per_out = jax.vmap(_r2_per_output, in_axes=(None, 0))(y_true, preds)
+        return jnp.stack([_masked_mean(per_out[:, lo:hi], m)
+                          for (lo, hi), m in zip(spans, masks, strict=True)], axis=-1)
+
+    def per_gamma(gamma: Array) -> tuple[Array, Array]:
+        lam, vec = _eigh_psd(jnp.exp(-gamma * d2_land))
+        keep = lam > _NYSTROM_RCOND * lam[-1]
+        proj = vec * jnp.where(keep, lax.rsqrt(jnp.where(keep, lam, 1.0)), 0.0)
+        feats = lambda h: jnp.matmul(jnp.exp(-gamma * _sq_dists(h, landmarks)), proj, precision=_HI)
+        phi = feats(h_fit)
+        parts = [(phi[lo:hi], y[lo:hi]) for lo, hi in bounds]
+        stats = [(jnp.matmul(p.T, p, precision=_HI), jnp.sum(p, 0), jnp.matmul(p.T, t, precision=_HI),
+                  jnp.sum(t, 0)) for p, t in parts]
+        total = [sum(s[i] for s in stats) for i in range(4)]
+        # Each fold's training statistics are the totals minus its own; the last problem is the refit.
+        problems = [tuple(a - b for a, b in zip(total, s, strict=True)) + (n - (hi - lo),)
+                    for s, (lo, hi) in zip(stats, bounds, strict=True)] + [(*total, n)]
+        stacked = tuple(jnp.stack([jnp.asarray(p[i], jnp.float32) for p in problems]) for i in range(5))
+        # One problem at a time (as in kernel_ridge_r2: concurrent LAPACK eigh calls on XLA:CPU).
+        _, (coef, mu, y_mean) = lax.scan(lambda c, p: (c, ridge(*p)), None, stacked)
+        cv = sum(scores_by_target(t, jnp.matmul(p - mu[f], coef[f], precision=_HI) + y_mean[f])
+                 for f, (p, t) in enumerate(parts)) / n_folds
+        test = jnp.matmul(feats(h_test) - mu[-1], coef[-1], precision=_HI) + y_mean[-1]
+        return cv, test  # (n_alpha, T), (n_alpha, n_test, K)
+
+    cv, test = lax.map(per_gamma, gammas_arr)
+    # ParameterGrid order: 'alpha' outer, 'gamma' inner; argmax keeps the first of tied candidates.
+    n_gamma = gammas_arr.shape[0]
+    best = jnp.argmax(jnp.swapaxes(cv, 0, 1).reshape(-1, len(spans)), axis=0)
+    return jnp.stack([r2_score(t, test[best[j] % n_gamma, best[j] // n_gamma][:, lo:hi], m)
+                      for j, ((lo, hi), t, m) in enumerate(zip(spans, ys_test, masks, strict=True))])
+
+
+NONLINEAR_PROBES = ("mlp", "nystrom", "kernel_ridge")
+
+
+def nonlinear_r2_targets(
+    probe: str,
+    key,
+    h_fit,
+    ys_fit,
+    h_test,
+    ys_test,
+    masks=None,
+    *,
+    max_epochs: int = 200,
+    kernel_ridge_max: int = 2048,
+    n_landmarks: int = 1024,
+) -> Array:
+    """Test R² of T targets on the same features with one of NONLINEAR_PROBES -> (T,).
+
+    "mlp": `mlp_r2_targets` (sklearn's MLPRegressor, `max_epochs` at most, the paper's probe);
+    "nystrom": `nystrom_r2_targets` with `n_landmarks`; "kernel_ridge": exact `kernel_ridge_r2` on the
+    first `kernel_ridge_max` fit rows, one target at a time (each holds an n x n kernel). `key` is
+    used by the MLP only.
+    """
+    if probe == "mlp":
+        return mlp_r2_targets(key, h_fit, ys_fit, h_test, ys_test, masks, max_epochs=max_epochs)
+    if probe == "nystrom":
+        return nystrom_r2_targets(h_fit, ys_fit, h_test, ys_test, masks, n_landmarks=n_landmarks)
+    if probe != "kernel_ridge":
+        raise ValueError(f"probe={probe!r} is not a non-linear probe: allowed {', '.join(NONLINEAR_PROBES)}")
+    ys_fit, ys_test = _targets_2d(ys_fit), _targets_2d(ys_test)
+    masks = _masks_for(masks, ys_fit)
+    width = max(t.shape[1] for t in ys_fit)
+    pad = lambda ys: jnp.stack([jnp.pad(t, ((0, 0), (0, width - t.shape[1]))) for t in ys])
+    mask = jnp.stack([jnp.pad(m, (0, width - m.shape[0])) for m in masks])
+    cap = min(kernel_ridge_max, h_fit.shape[0])
+    h_fit = _f32(h_fit)[:cap]
+    return lax.map(lambda a: kernel_ridge_r2(h_fit, a[0][:cap], h_test, a[1], a[2]),
+                   (pad(ys_fit), pad(ys_test), mask))
 
 
 def aggregate_over_seeds(r2, axis=0) -> Array:

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from mmjax.configs.synthetic import (  # noqa: F401 (the static config types, re-exported)
@@ -23,7 +24,7 @@ from mmjax.configs.synthetic import (  # noqa: F401 (the static config types, re
 )
 from mmjax.eval import downstream
 from mmjax.eval import identifiability as ident
-from mmjax.latent.simulator import Bias, LatentShape, World, observe_image, sample
+from mmjax.latent.simulator import Bias, World, observe_image, sample
 from mmjax.losses.contrastive import lp_simclr_loss, simclr_cosine_loss
 from mmjax.models.mlp import MLP
 from mmjax.train.step import adam_clipped, init_state, make_train_step
@@ -36,6 +37,8 @@ class RunResult(NamedTuple):
     loss_curve: Array  # (steps // log_every,) mean loss per logging window
     r2_linear: Array  # (2, n_targets): rows = image encoder, text encoder
     r2_nonlinear: Array  # downstream runs: row 0 holds downstream.METRICS, row 1 is unused (0)
+    # (2, n_targets) R² of static.compare_probe on the same features, (2, 0) without one
+    r2_compare: Array = np.zeros((2, 0), np.float32)
 
 
 def batch_standardize(h: Array, eps: float = 1e-6) -> Array:
@@ -52,25 +55,15 @@ def batch_whiten(h: Array, mask: Array, eps: float = 1e-4) -> Array:
     return jax.scipy.linalg.solve_triangular(chol, h.T, lower=True).T * mask
 
 
-def _targets(smp, bias: Bias, shape: LatentShape, with_tilde: bool) -> tuple[Array, Array]:
-    """All targets padded to K columns: (n_targets, n, K) values and (n_targets, K) output masks."""
-    k = max(shape.n_s, shape.n_x, shape.n_t)
-
-    def pad(y: Array) -> Array:
-        return jnp.pad(y, ((0, 0), (0, k - y.shape[1])))
-
-    def first(m: int) -> Array:
-        return (jnp.arange(k) < m).astype(jnp.float32)
-
+def _targets(smp, bias: Bias, with_tilde: bool) -> tuple[list[Array], list[Array]]:
+    """The targets in `target_names` order, each (n, k) at its own width, and their (k,) output masks:
+    every s_i (and s̃_i) alone, the unbiased block (s masked to θ minus ρ), m_x and m_t."""
     scalars = jnp.concatenate([smp.s, smp.s_tilde], 1) if with_tilde else smp.s
-    scalar_y = jnp.pad(scalars.T[:, :, None], ((0, 0), (0, 0), (0, k - 1)))
-    unbiased = bias.theta * (1 - bias.rho)
-    ys = jnp.concatenate(
-        [scalar_y, jnp.stack([pad(smp.s * unbiased), pad(smp.m_x), pad(smp.m_t)])], 0)
-    masks = jnp.concatenate([
-        jnp.tile(first(1), (scalars.shape[1], 1)),
-        jnp.stack([pad(unbiased[None])[0], first(shape.n_x), first(shape.n_t)]),
-    ], 0)
+    ys = [scalars[:, i:i + 1] for i in range(scalars.shape[1])] + [smp.s * bias.theta * (1 - bias.rho),
+                                                                    smp.m_x, smp.m_t]
+    ones = lambda k: jnp.ones((k,), jnp.float32)
+    masks = [ones(1)] * scalars.shape[1] + [bias.theta * (1 - bias.rho), ones(smp.m_x.shape[1]),
+                                            ones(smp.m_t.shape[1])]
     return ys, masks
 
 
@@ -113,39 +106,26 @@ def make_run(static: RunStatic):
             loss = simclr_cosine_loss(a, b1, tau=params.tau)
         return loss, {}
 
-    def evaluate(p, params: RunParams, world: World, key: Array) -> tuple[Array, Array]:
+    def evaluate(p, params: RunParams, world: World, key: Array) -> tuple[Array, Array, Array]:
+        """(2, n_targets) R² of the linear probe, the non-linear probe and compare_probe ((2, 0) if none)."""
         k_data, k_probe = jax.random.split(key)
         n = static.eval_fit + static.eval_test
         smp = sample(k_data, world, params.bias, shape, n)
-        ys, masks = _targets(smp, params.bias, shape, static.eval_tilde)
-        hx = enc_x.apply(p["x"], smp.x) * params.enc_mask
-        ht = enc_t.apply(p["t"], smp.t) * params.enc_mask
-        fit = slice(0, static.eval_fit)
-        test = slice(static.eval_fit, n)
-
-        def per_encoder(h: Array, key: Array) -> tuple[Array, Array]:
+        ys, masks = _targets(smp, params.bias, static.eval_tilde)
+        enc = (enc_x.apply(p["x"], smp.x) * params.enc_mask, enc_t.apply(p["t"], smp.t) * params.enc_mask)
+        fit, test = slice(0, static.eval_fit), slice(static.eval_fit, n)
+        ys_fit, ys_test = [y[fit] for y in ys], [y[test] for y in ys]
+        probes = [static.nonlinear_probe] + ([static.compare_probe] if static.compare_probe else [])
+        lin, nl = [], [[] for _ in probes]
+        for h, k in zip(enc, jax.random.split(k_probe), strict=True):
             h_fit, h_test = ident.standardize(h[fit], h[test])
-
-            def per_target(y: Array, m: Array, k: Array) -> tuple[Array, Array]:
-                lin = ident.linear_r2(h_fit, y[fit], h_test, y[test], m)
-                if static.nonlinear_probe == "mlp":
-                    nl = ident.mlp_r2(k, h_fit, y[fit], h_test, y[test], m,
-                                      max_epochs=static.probe_epochs)
-                else:
-                    cap = min(static.kernel_ridge_max, static.eval_fit)
-                    nl = ident.kernel_ridge_r2(h_fit[:cap], y[fit][:cap], h_test, y[test], m)
-                return lin, nl
-
-            keys = jax.random.split(key, ys.shape[0])
-            # MLP probes are small: train all targets at once. Kernel ridge holds an n x n kernel
-            # per target, so it goes one target at a time.
-            batch = ys.shape[0] if static.nonlinear_probe == "mlp" else 1
-            return lax.map(lambda a: per_target(*a), (ys, masks, keys), batch_size=batch)
-
-        kx, kt = jax.random.split(k_probe)
-        lin_x, nl_x = per_encoder(hx, kx)
-        lin_t, nl_t = per_encoder(ht, kt)
-        return jnp.stack([lin_x, lin_t]), jnp.stack([nl_x, nl_t])
+            lin.append(ident.linear_r2_targets(h_fit, ys_fit, h_test, ys_test, masks))
+            for out, probe in zip(nl, probes, strict=True):
+                out.append(ident.nonlinear_r2_targets(
+                    probe, k, h_fit, ys_fit, h_test, ys_test, masks, max_epochs=static.probe_epochs,
+                    kernel_ridge_max=static.kernel_ridge_max, n_landmarks=static.nystrom_landmarks))
+        compare = jnp.stack(nl[1]) if static.compare_probe else jnp.zeros((2, 0))
+        return jnp.stack(lin), jnp.stack(nl[0]), compare
 
     def evaluate_downstream(p, params: RunParams, world: World, key: Array):
         """ID/OOD probes on the image representation (standardised with fit-split statistics)."""
@@ -158,7 +138,8 @@ def make_run(static: RunStatic):
         h_fit, h_id = ident.standardize(enc(fit.x), enc(test.x))
         _, h_ood = ident.standardize(enc(fit.x), enc(x_ood))
         lin, mlp = downstream.downstream_metrics(k_probe, h_fit, fit.s, h_id, test.s, h_ood, ood.s)
-        return (jnp.stack([lin, jnp.zeros_like(lin)]), jnp.stack([mlp, jnp.zeros_like(mlp)]))
+        return (jnp.stack([lin, jnp.zeros_like(lin)]), jnp.stack([mlp, jnp.zeros_like(mlp)]),
+                jnp.zeros((2, 0)))
 
     def optimizer(params: RunParams):
         return adam_clipped(params.lr, params.clip_norm, static.steps, static.schedule)
@@ -186,12 +167,12 @@ def make_run(static: RunStatic):
         k_train, k_eval = jax.random.split(key)
         p, losses = train(params, world, k_train)
         if static.eval_kind == "downstream":
-            r2_lin, r2_nl = evaluate_downstream(p, params, world, k_eval)
+            r2_lin, r2_nl, r2_cmp = evaluate_downstream(p, params, world, k_eval)
         else:
-            r2_lin, r2_nl = evaluate(p, params, world, k_eval)
+            r2_lin, r2_nl, r2_cmp = evaluate(p, params, world, k_eval)
         curve = losses[: static.steps // static.log_every * static.log_every]
         curve = curve.reshape(-1, static.log_every).mean(1)
-        return RunResult(loss_curve=curve, r2_linear=r2_lin, r2_nonlinear=r2_nl)
+        return RunResult(loss_curve=curve, r2_linear=r2_lin, r2_nonlinear=r2_nl, r2_compare=r2_cmp)
 
     run.init = init
     run.step = step
