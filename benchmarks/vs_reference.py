@@ -161,29 +161,22 @@ def mmjax_eval(feats, targets, n_fit: int, max_epochs: int = 200):
     """A callable running mmjax's evaluation of the same work (blocking), and its compile seconds."""
     import jax
     import jax.numpy as jnp
-    from jax import lax
 
     from mmjax.eval import identifiability as ident
 
-    width = max(y.shape[1] for y in targets)
-    ys = jnp.asarray(np.stack([np.pad(y, ((0, 0), (0, width - y.shape[1]))) for y in targets]), jnp.float32)
-    masks = jnp.asarray([[1.0] * y.shape[1] + [0.0] * (width - y.shape[1]) for y in targets])
+    ys = [jnp.asarray(y, jnp.float32) for y in targets]
     hs = jnp.asarray(np.stack(feats), jnp.float32)
 
-    def per_encoder(h, key):
-        def per_target(y, m, k):
-            lin = ident.linear_r2(h[:n_fit], y[:n_fit], h[n_fit:], y[n_fit:], m)
-            nl = ident.mlp_r2(k, h[:n_fit], y[:n_fit], h[n_fit:], y[n_fit:], m, max_epochs=max_epochs)
-            return lin, nl
-        keys = jax.random.split(key, ys.shape[0])
-        return lax.map(lambda a: per_target(*a), (ys, masks, keys), batch_size=ys.shape[0])
+    def both(hs, ys, key):  # as mmjax.train.synthetic's evaluate: per encoder, all targets at once
+        fit, test = [y[:n_fit] for y in ys], [y[n_fit:] for y in ys]
+        return [(ident.linear_r2_targets(h[:n_fit], fit, h[n_fit:], test),
+                 ident.nonlinear_r2_targets("mlp", k, h[:n_fit], fit, h[n_fit:], test, max_epochs=max_epochs))
+                for h, k in zip(hs, jax.random.split(key), strict=True)]
 
-    both = lambda hs, key: [per_encoder(h, k) for h, k in zip(hs, jax.random.split(key, 2), strict=True)]
-    fn = jax.jit(both)
     start = time.perf_counter()
-    compiled = fn.lower(hs, jax.random.key(0)).compile()
+    compiled = jax.jit(both).lower(hs, ys, jax.random.key(0)).compile()
     compile_s = time.perf_counter() - start
-    return (lambda: jax.block_until_ready(compiled(hs, jax.random.key(1)))), compile_s
+    return (lambda: jax.block_until_ready(compiled(hs, ys, jax.random.key(1)))), compile_s
 
 
 def main(argv=None) -> int:

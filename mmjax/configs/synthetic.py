@@ -121,7 +121,7 @@ class SyntheticConfig:
     eval_test: int = 4096
     nonlinear_probe: str = "mlp"  # or "nystrom" (fast), "kernel_ridge" (exact, first kernel_ridge_max rows)
     kernel_ridge_max: int = 2048
-    nystrom_landmarks: int = 1024
+    nystrom_landmarks: int = 512
     # A second non-linear probe evaluated on the same features, reported as r2_compare ("" for none).
     compare_probe: str = ""
     probe_epochs: int = 200  # the MLP probe's max epochs (sklearn's max_iter)

@@ -461,7 +461,7 @@ def nystrom_r2_targets(
     ys_test,
     masks=None,
     *,
-    n_landmarks=1024,
+    n_landmarks=512,
     alphas=(1.0, 0.1, 0.01, 0.001),
     gammas=_DEFAULT_GAMMAS,
     n_folds=3,
@@ -551,7 +551,7 @@ def nonlinear_r2_targets(
     *,
     max_epochs: int = 200,
     kernel_ridge_max: int = 2048,
-    n_landmarks: int = 1024,
+    n_landmarks: int = 512,
 ) -> Array:
     """Test R² of T targets on the same features with one of NONLINEAR_PROBES -> (T,).
 

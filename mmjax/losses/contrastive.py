@@ -12,6 +12,8 @@ value and gradients equal the single-device loss on the concatenated batch.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -43,6 +45,101 @@ def pairwise_sq_dists(a: Array, b: Array) -> Array:
     return jnp.maximum(sq, 0.0)
 
 
+def _dist_logits(x: Array, y: Array) -> tuple[Array, Array]:
+    """(−‖x_i − y_j‖², a mask of the unclamped entries) for a block of rows x against all of y."""
+    raw = jnp.sum(x * x, -1)[:, None] + jnp.sum(y * y, -1)[None, :] - 2.0 * x @ y.T
+    return -jnp.maximum(raw, 0.0), raw > 0.0
+
+
+def _row_blocks(n: int, block: int) -> int:
+    """The number of equal row blocks of at most `block` rows, and at least half that many; 1 (all
+    rows at once) where no such split exists, e.g. for a prime n."""
+    least = -(-n // block)
+    for k in range(least, 2 * least + 1):
+        if n % k == 0 and n // k * 2 >= min(block, n):
+            return k
+    return 1
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _lse_both_ways(x, y, extra_row, extra_col, cols: bool, block: int):
+    """Row and column log-sum-exp of the logits L_ij = −‖x_i − y_j‖², each with one extra logit:
+    row_i = log(Σ_j e^{L_ij} + e^{extra_row_i}), col_j = log(Σ_i e^{L_ij} + e^{extra_col_j}).
+
+    The (R, C) logits exist one block of `block` rows at a time: the forward pass keeps only the
+    row results and a running (max, sum) per column, the backward pass recomputes each block's
+    logits for its softmax weights (so memory is O(block x C), not O(R x C) per saved intermediate).
+    `cols=False` skips the column half (its result is then meaningless). A temperature enters
+    through the inputs (x/√τ, y/√τ), so that its gradient is plain autodiff outside this rule.
+    """
+    return _lse_fwd(x, y, extra_row, extra_col, cols, block)[0]
+
+
+def _lse_fwd(x, y, extra_row, extra_col, cols, block):
+    n_blocks = _row_blocks(x.shape[0], block)
+    xb, eb = x.reshape(n_blocks, -1, x.shape[1]), extra_row.reshape(n_blocks, -1)
+
+    def body(carry, inp):
+        c_max, c_sum = carry
+        xi, ei = inp
+        logits, _ = _dist_logits(xi, y)
+        r_max = jnp.maximum(jnp.max(logits, 1), ei)
+        row = r_max + jnp.log(jnp.sum(jnp.exp(logits - r_max[:, None]), 1) + jnp.exp(ei - r_max))
+        if cols:  # online log-sum-exp over the row blocks, started from the extra logit
+            new_max = jnp.maximum(c_max, jnp.max(logits, 0))
+            c_sum = c_sum * jnp.exp(c_max - new_max) + jnp.sum(jnp.exp(logits - new_max[None, :]), 0)
+            c_max = new_max
+        return (c_max, c_sum), row
+
+    init = (extra_col, jnp.ones_like(extra_col))
+    if n_blocks == 1:
+        (c_max, c_sum), row = body(init, (x, extra_row))
+    else:
+        (c_max, c_sum), row = lax.scan(body, init, (xb, eb))
+    row = row.reshape(-1)
+    col = c_max + jnp.log(c_sum)
+    return (row, col), (x, y, extra_row, extra_col, row, col)
+
+
+def _lse_bwd(cols, block, res, cot):
+    x, y, extra_row, extra_col, row, col = res
+    g_row, g_col = cot
+    n_blocks = _row_blocks(x.shape[0], block)
+    split = lambda v: v.reshape(n_blocks, -1, *v.shape[1:])
+
+    def body(g_y, inp):
+        xi, ri, gi = inp
+        logits, unclamped = _dist_logits(xi, y)
+        w = gi[:, None] * jnp.exp(logits - ri[:, None])  # d/dL_ij of Σ g_row·row (+ Σ g_col·col)
+        if cols:
+            w = w + g_col[None, :] * jnp.exp(logits - col[None, :])
+        g_d = jnp.where(unclamped, -w, 0.0)  # L = −D; the clamp at 0 passes nothing
+        g_xi = 2.0 * (xi * jnp.sum(g_d, 1)[:, None] - g_d @ y)
+        return g_y + 2.0 * (y * jnp.sum(g_d, 0)[:, None] - g_d.T @ xi), g_xi
+
+    if n_blocks == 1:
+        g_y, g_x = body(jnp.zeros_like(y), (x, row, g_row))
+    else:
+        g_y, g_x = lax.scan(body, jnp.zeros_like(y), (split(x), split(row), split(g_row)))
+    g_extra_row = g_row * jnp.exp(extra_row - row)
+    g_extra_col = g_col * jnp.exp(extra_col - col) if cols else jnp.zeros_like(extra_col)
+    return g_x.reshape(x.shape), g_y, g_extra_row, g_extra_col
+
+
+_lse_both_ways.defvjp(_lse_fwd, _lse_bwd)
+
+
+# Rows per block of the fused LpSimCLR logits (see _lse_both_ways): at B = 6144 one block of 512 x 6144
+# float32 logits is 12 MB, where the whole matrix and its autodiff intermediates would be 150 MB each.
+LSE_BLOCK = 512
+
+
+def _lp_terms(anchor_pos: Array, lse: Array, n_neg: int, tau, alpha) -> Array:
+    """Per-anchor 2·(α·pos/τ + (1 − α)·log-mean-exp) from the squared positive distances and the
+    log-sum-exp over the anchor's n_neg negatives and its positive."""
+    return 2.0 * (alpha * anchor_pos / tau + (1.0 - alpha) * (lse - jnp.log(n_neg + 1.0)))
+
+
 def lp_simclr_loss(
     a: Array,
     b: Array,
@@ -57,18 +154,49 @@ def lp_simclr_loss(
 
     `a`, `b` are paired image/text embeddings; `a_neg`, `b_neg` come from an independent second batch
     and serve as same-modality negatives. Each anchor's B negatives and its positive form B + 1 terms.
+    The B x B logits are never held whole (`_lse_both_ways`, blocks of LSE_BLOCK rows, own VJP).
     """
+    tau = jnp.asarray(tau, a.dtype)
+    scale = lax.rsqrt(tau)
+    pos = jnp.sum((a - b) ** 2, -1)
 
-    def direction(anchor: Array, positive: Array, negatives: Array) -> Array:
-        pos = jnp.sum((anchor - positive) ** 2, -1)
-        neg = pairwise_sq_dists(anchor, _gather(negatives, axis_name))
-        logits = jnp.concatenate([-neg, -pos[:, None]], axis=1) / tau
-        log_mean_exp = jax.nn.logsumexp(logits, axis=1) - jnp.log(logits.shape[1])
-        return 2.0 * (alpha * pos / tau + (1.0 - alpha) * log_mean_exp)
+    def direction(anchor: Array, negatives: Array) -> Array:
+        negatives = _gather(negatives, axis_name)
+        lse, _ = _lse_both_ways(anchor * scale, negatives * scale, -pos / tau,
+                                jnp.zeros(negatives.shape[:1], a.dtype), False, LSE_BLOCK)
+        return _mean(_lp_terms(pos, lse, negatives.shape[0], tau, alpha), axis_name)
 
-    return 0.5 * (
-        _mean(direction(a, b, a_neg), axis_name) + _mean(direction(b, a, b_neg), axis_name)
-    )
+    return 0.5 * (direction(a, a_neg) + direction(b, b_neg))
+
+
+def lp_simclr_swapped_loss(
+    a: Array,
+    b: Array,
+    a2: Array,
+    b2: Array,
+    *,
+    tau: float | Array = 1.0,
+    alpha: float | Array = 0.5,
+    axis_name: str | None = None,
+) -> Array:
+    """`lp_simclr_loss` with both independent batches as anchors in turn:
+    0.5·(lp_simclr_loss(a, b, a2, b2) + lp_simclr_loss(a2, b2, a, b)).
+
+    The second half's logits are the transpose of the first's, so on one device each of the two
+    B x B distance matrices is computed once and serves as rows and as columns.
+    """
+    if axis_name is not None:  # local anchors against gathered rows: the two halves differ in shape
+        one = partial(lp_simclr_loss, tau=tau, alpha=alpha, axis_name=axis_name)
+        return 0.5 * (one(a, b, a2, b2) + one(a2, b2, a, b))
+    tau = jnp.asarray(tau, a.dtype)
+    scale = lax.rsqrt(tau)
+    pos, pos2 = jnp.sum((a - b) ** 2, -1), jnp.sum((a2 - b2) ** 2, -1)
+    total = 0.0
+    for x, y in ((a, a2), (b, b2)):
+        lse, lse2 = _lse_both_ways(x * scale, y * scale, -pos / tau, -pos2 / tau, True, LSE_BLOCK)
+        total = total + jnp.mean(_lp_terms(pos, lse, y.shape[0], tau, alpha)) + jnp.mean(
+            _lp_terms(pos2, lse2, x.shape[0], tau, alpha))
+    return 0.25 * total
 
 
 def _normalize(x: Array, eps: float = 1e-12) -> Array:

@@ -25,7 +25,7 @@ from mmjax.configs.synthetic import (  # noqa: F401 (the static config types, re
 from mmjax.eval import downstream
 from mmjax.eval import identifiability as ident
 from mmjax.latent.simulator import Bias, World, observe_image, sample
-from mmjax.losses.contrastive import lp_simclr_loss, simclr_cosine_loss
+from mmjax.losses.contrastive import lp_simclr_loss, lp_simclr_swapped_loss, simclr_cosine_loss
 from mmjax.models.mlp import MLP
 from mmjax.train.step import adam_clipped, init_state, make_train_step
 
@@ -94,12 +94,10 @@ def make_run(static: RunStatic):
             both = sample(key, world, params.bias, shape, 2 * b)
             hx, ht = embed(p, both.x, both.t, params.enc_mask, groups=2)
             a, b1, a2, b2 = hx[:b], ht[:b], hx[b:], ht[b:]
-            loss = lp_simclr_loss(a, b1, a2, b2, tau=params.tau, alpha=params.alpha)
-            if static.swap_batches:
-                # The second batch's pairs as anchors too: same expected loss, twice the anchors
-                # for the same four encoder passes.
-                swapped = lp_simclr_loss(a2, b2, a, b1, tau=params.tau, alpha=params.alpha)
-                loss = 0.5 * (loss + swapped)
+            # swap_batches: the second batch's pairs as anchors too (same expected loss, twice the
+            # anchors for the same four encoder passes and the same two distance matrices).
+            lp = lp_simclr_swapped_loss if static.swap_batches else lp_simclr_loss
+            loss = lp(a, b1, a2, b2, tau=params.tau, alpha=params.alpha)
         else:
             one = sample(key, world, params.bias, shape, b)
             a, b1 = embed(p, one.x, one.t, params.enc_mask)

@@ -22,6 +22,9 @@ from mmjax.configs.synthetic import SyntheticConfig, apply_overrides
         (dict(p_change=1.5), "p_change=1.5"),
         (dict(loss="nce"), "loss='nce'"),
         (dict(widths="64,x"), "widths='64,x'"),
+        (dict(compare_probe="mlp"), "compare_probe='mlp'"),  # the same as nonlinear_probe
+        (dict(compare_probe="svm"), "compare_probe='svm'"),
+        (dict(nonlinear_probe="nystrom", nystrom_landmarks=0), "nystrom_landmarks=0"),
     ],
 )
 def test_invalid_fields_name_field_and_value(fields, needle):

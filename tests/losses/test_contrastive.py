@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+import mmjax.losses.contrastive as contrastive
 from mmjax.losses.contrastive import (
     clip_loss,
     con_loss,
     lp_simclr_loss,
+    lp_simclr_swapped_loss,
     pairwise_sq_dists,
     siglip_loss,
     simclr_cosine_loss,
@@ -191,6 +193,91 @@ def test_lp_simclr_floor():
         assert float(lp_simclr_loss(*x)) > -math.log(B + 1)
 
 
+def _lp_simclr_dense(a, b, a_neg, b_neg, tau, alpha):
+    """LpSimCLR with the whole B x (B + 1) logit matrix and jax's own autodiff (mmjax's loss before
+    the fused form): the reference for the fused loss's values and gradients."""
+
+    def direction(anchor, positive, negatives):
+        pos = jnp.sum((anchor - positive) ** 2, -1)
+        logits = jnp.concatenate([-pairwise_sq_dists(anchor, negatives), -pos[:, None]], 1) / tau
+        lme = jax.nn.logsumexp(logits, 1) - jnp.log(logits.shape[1])
+        return jnp.mean(2.0 * (alpha * pos / tau + (1.0 - alpha) * lme))
+
+    return 0.5 * (direction(a, b, a_neg) + direction(b, a, b_neg))
+
+
+U64 = np.finfo(np.float64).eps / 2
+FUSED_B, FUSED_D = 96, 5
+
+
+def _fused_inputs(seed):
+    return [jnp.asarray(np.random.default_rng(seed + k).standard_normal((FUSED_B, FUSED_D)))
+            for k in range(4)]
+
+
+def _order_atol(xs, tau):
+    """Two float64 evaluations of one formula in different summation orders (blocked or not, fused or
+    not): every sum there has at most B + D + 1 terms, each of size ≤ S (the largest |logit|, with
+    ‖x‖², ‖y‖² and 2x·y at most S·τ), so the two differ by ≤ 2(B + D + 1)·U·S per sum; a value or
+    gradient entry passes through at most 4 such sums (distance, logsumexp, softmax weight, reduction
+    over anchors), and its factors (2, 1/τ, α) scale the result by at most 4/τ."""
+    norms = [np.linalg.norm(np.asarray(x), axis=1) for x in xs]
+    size = max(float(np.max((u[:, None] + v[None, :]) ** 2)) for u in norms for v in norms) / tau
+    return 4 * 2 * (FUSED_B + FUSED_D + 1) * U64 * size * 4 / tau
+
+
+@pytest.mark.parametrize("block", [FUSED_B, 32])
+@pytest.mark.parametrize("tau, alpha", [(1.0, 0.5), (0.4, 0.2)])
+def test_fused_lp_simclr_equals_dense_in_float64(monkeypatch, block, tau, alpha):
+    """Value and gradient (embeddings, τ, α) of the fused, row-blocked loss equal jax's autodiff of the
+    dense formula; block 32 runs the 96 rows as a scan over 3 blocks."""
+    monkeypatch.setattr(contrastive, "LSE_BLOCK", block)
+    with jax.enable_x64(True):
+        xs = _fused_inputs(10)
+        args = (*xs, jnp.float64(tau), jnp.float64(alpha))
+        fused = jax.jit(jax.value_and_grad(
+            lambda *v: lp_simclr_loss(*v[:4], tau=v[4], alpha=v[5]), argnums=tuple(range(6))))
+        dense = jax.jit(jax.value_and_grad(_lp_simclr_dense, argnums=tuple(range(6))))
+        (v1, g1), (v2, g2) = fused(*args), dense(*args)
+        atol = _order_atol(xs, tau)
+        np.testing.assert_allclose(float(v1), float(v2), rtol=0, atol=atol)
+        for k, (got, want) in enumerate(zip(g1, g2, strict=True)):
+            assert np.abs(np.asarray(want)).max() > 0
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=atol,
+                                       err_msg=f"gradient of argument {k}")
+
+
+@pytest.mark.parametrize("block", [FUSED_B, 32])
+def test_swapped_lp_simclr_is_both_halves(monkeypatch, block):
+    """lp_simclr_swapped_loss (each distance matrix once, as rows and as columns) equals the mean of
+    the two lp_simclr_loss calls with the batches' roles swapped, value and gradients, in float64."""
+    monkeypatch.setattr(contrastive, "LSE_BLOCK", block)
+    with jax.enable_x64(True):
+        xs = _fused_inputs(20)
+        args = (*xs, jnp.float64(0.7), jnp.float64(0.5))
+
+        def two_calls(a, b, a2, b2, tau, alpha):
+            one = partial(lp_simclr_loss, tau=tau, alpha=alpha)
+            return 0.5 * (one(a, b, a2, b2) + one(a2, b2, a, b))
+
+        swapped = jax.jit(jax.value_and_grad(
+            lambda *v: lp_simclr_swapped_loss(*v[:4], tau=v[4], alpha=v[5]), argnums=tuple(range(6))))
+        separate = jax.jit(jax.value_and_grad(two_calls, argnums=tuple(range(6))))
+        (v1, g1), (v2, g2) = swapped(*args), separate(*args)
+        atol = _order_atol(xs, 0.7)
+        np.testing.assert_allclose(float(v1), float(v2), rtol=0, atol=atol)
+        for k, (got, want) in enumerate(zip(g1, g2, strict=True)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=atol,
+                                       err_msg=f"gradient of argument {k}")
+
+
+def test_row_blocks():
+    assert contrastive._row_blocks(6144, 512) == 12
+    assert contrastive._row_blocks(1000, 512) == 2  # two blocks of 500
+    assert contrastive._row_blocks(96, 512) == 1
+    assert contrastive._row_blocks(6143, 512) == 1  # prime: no split into blocks of 256..512 rows
+
+
 @pytest.mark.parametrize("tau", [1.0, 0.1])
 def test_simclr_cosine_matches_reference(tau):
     a, b = _randn(0, B, D), _randn(1, B, D)
@@ -267,6 +354,7 @@ N_DEV, GLOBAL_B, GLOBAL_D = 8, 16, 4
 # (loss, number of sharded embedding args, scalar args, keyword args)
 CASES = {
     "lp_simclr": (lp_simclr_loss, 4, (), {"tau": 0.7, "alpha": 0.5}),
+    "lp_simclr_swapped": (lp_simclr_swapped_loss, 4, (), {"tau": 0.7, "alpha": 0.5}),
     "simclr_cosine": (simclr_cosine_loss, 2, (), {"tau": 0.5}),
     "simclr_cross": (simclr_cosine_loss, 2, (), {"tau": 0.5, "in_modal": False}),
     "clip": (clip_loss, 2, (math.log(1 / 0.07),), {}),

@@ -61,6 +61,24 @@ def test_nan_config_is_marked_failed_and_others_finish(tmp_path):
     assert settings == {"θ=[2]", "θ=[3] ρ={1}"}
 
 
+@pytest.mark.slow  # ~45 s (two sweeps): in the slow set, which .ci/run also runs
+def test_compare_probe_column_is_the_named_probe(tmp_path):
+    """compare_probe adds r2_compare; swapping it with nonlinear_probe swaps the two columns."""
+    setting = tiny_experiment().settings[:1]
+    got = {}
+    for main_probe, other in (("mlp", "nystrom"), ("nystrom", "mlp")):
+        cfg = dataclasses.replace(setting[0].config, nonlinear_probe=main_probe, compare_probe=other,
+                                  nystrom_landmarks=64)
+        run_sweep(Experiment("tiny", (Setting("θ=[2]", cfg),)), tmp_path / main_probe, seeds=[0])
+        got[main_probe] = read_csv(tmp_path / main_probe / "results.csv")
+    a, b = got["mlp"], got["nystrom"]
+    assert len(a) == len(b) == 2 * 13
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["factor"] == rb["factor"] and ra["r2_linear"] == rb["r2_linear"]
+        assert ra["r2_nonlinear"] == rb["r2_compare"] and ra["r2_compare"] == rb["r2_nonlinear"]
+    assert any(ra["r2_nonlinear"] != ra["r2_compare"] for ra in a)  # two different probes
+
+
 @pytest.mark.slow  # ~30-90 s: in the slow set to keep the default suite under 10 min
 def test_vmapped_run_equals_single_runs():
     cfg = base_config("smoke", **TINY)
