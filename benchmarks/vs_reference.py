@@ -39,6 +39,7 @@ SIZES = {  # name: (mmjax scale, batch, widths, label)
     "paper512": ("paper", 512, "paper", "training step, paper widths, batch 512"),
     "small256": ("cpu", 256, "64,64", "training step, widths 64,64, batch 256, one config"),
 }
+MiB = 2.0 ** 20
 N_S, N_M = 10, 5  # the reference's defaults: 10 semantic and 5 modality-specific latents
 
 
@@ -104,7 +105,9 @@ def reference_step(main_numeric, encoders, construct_invertible_mlp, LpSimCLRLos
 
 
 def mmjax_steps(scale: str, batch: int, widths: str, steps: int):
-    """A callable running `steps` compiled mmjax training steps (blocking), and the compile seconds."""
+    """A callable running `steps` compiled mmjax training steps (blocking), the compile seconds and
+    the compiled program's temporary memory in bytes (XLA's buffer assignment: the working set of
+    one step, as the scan reuses it; arguments and outputs are the parameters and the world)."""
     import jax
 
     from mmjax.configs.numeric import base_config
@@ -117,8 +120,20 @@ def mmjax_steps(scale: str, batch: int, widths: str, steps: int):
     start = time.perf_counter()
     train = jax.jit(run.train).lower(params, world, jax.random.key(1)).compile()
     compile_s = time.perf_counter() - start
+    temp = train.memory_analysis().temp_size_in_bytes
     keys = iter(range(2, 10_000))
-    return (lambda: jax.block_until_ready(train(params, world, jax.random.key(next(keys))))), compile_s
+    return (lambda: jax.block_until_ready(train(params, world, jax.random.key(next(keys))))), compile_s, temp
+
+
+def unblocked_temp(scale: str, batch: int, widths: str) -> int:
+    """Temporary bytes of the same step with the LpSimCLR logits in one block of all B rows."""
+    from mmjax.losses import contrastive
+
+    block, contrastive.LSE_BLOCK = contrastive.LSE_BLOCK, batch
+    try:
+        return mmjax_steps(scale, batch, widths, 1)[2]
+    finally:
+        contrastive.LSE_BLOCK = block
 
 
 def eval_inputs(n_fit: int, seed: int = 0):
@@ -211,12 +226,16 @@ def main(argv=None) -> int:
         print("  MISMATCH against the reference loss", file=sys.stderr)
         return 1
 
-    print("\n| work | reference | mmjax | ratio | mmjax compile |\n|---|---|---|---|---|")
+    print("\n| work | reference | mmjax | ratio | mmjax compile | mmjax step memory |")
+    print("|---|---|---|---|---|---|")
+    from mmjax.losses.contrastive import LSE_BLOCK
+
+    notes = []
     for name in sizes:
         scale, batch, widths, label = SIZES[name]
         steps = args.steps or (3 if batch >= 4096 else 20 if batch >= 512 else 500)
         ref_step = reference_step(*ref, batch=batch, widths=widths)
-        ours, compile_s = mmjax_steps(scale, batch, widths, steps)
+        ours, compile_s, temp = mmjax_steps(scale, batch, widths, steps)
         ref_step(), ours()  # warm-up
         t_ref, t_ours = [], []
         for _ in range(args.repeats):
@@ -228,7 +247,14 @@ def main(argv=None) -> int:
             t_ours.append((time.perf_counter() - start) / steps)
         r, m = statistics.median(t_ref), statistics.median(t_ours)
         fmt = lambda s: f"{s:.2f} s" if s >= 0.1 else f"{1e3 * s:.2f} ms"
-        print(f"| {label} | {fmt(r)} | {fmt(m)} | {r / m:.1f}x | {compile_s:.1f} s |", flush=True)
+        print(f"| {label} | {fmt(r)} | {fmt(m)} | {r / m:.1f}x | {compile_s:.1f} s | {temp / MiB:.0f} MiB |",
+              flush=True)
+        if batch > LSE_BLOCK:
+            notes.append(f"{label}: {unblocked_temp(scale, batch, widths) / MiB:.0f} MiB of temporaries "
+                         f"with the B x B logits in one block (the fused loss's blocks of "
+                         f"{LSE_BLOCK} rows: {temp / MiB:.0f} MiB)")
+    for note in notes:
+        print(f"({note})")
     if args.eval_fit:
         feats, targets = eval_inputs(args.eval_fit)
         ours, compile_s = mmjax_eval(feats, targets, args.eval_fit)

@@ -1,10 +1,13 @@
 # Sourced by the study scripts, which run two sweep processes side by side, each pinned to its half of
 # the CPUs this process may use (taskset). Unpinned, the two XLA thread pools oversubscribe the cores
 # and each run takes about 18 % longer (benchmarks/sweep_processes.py: 63-64 s vs 54 s).
-#   source scripts/study_lib.sh DEFAULT_OUT [OUT] [SCALE] [SEEDS]   sets out, scale (cpu) and seeds (3)
+#   source scripts/study_lib.sh DEFAULT_OUT [OUT] [SCALE] [SEEDS] [SWEEP ARGS...]
+# sets out, scale (cpu), seeds (3) and the array extra (further arguments for every sweep, e.g.
+# --set compare_probe=nystrom).
 out=${2:-$1}
 scale=${3:-cpu}
 seeds=${4:-3}
+extra=("${@:5}")
 mkdir -p "$out"
 start=$(date +%s)
 # cpus_a, cpus_b: the two halves ("-": no pinning, with one CPU or no taskset).

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.flatten_util import ravel_pytree
 
 Array = jax.Array
 
@@ -292,23 +293,28 @@ def _mlps_train(
 
     grad_fn = jax.grad(member_loss, has_aux=True)
 
+    # The members' parameters and Adam moments live in flat vectors: one Adam update per step for
+    # all members, where per-leaf updates would be a dozen small kernels per member.
+    flat, unravel = ravel_pytree(aug)
+    owner = np.concatenate([np.full(ravel_pytree(p)[0].shape[0], j) for j, p in enumerate(aug)])
+
     def step(state, batch):
         p, m, v, t, active = state
         idx, wb = batch
         xb = x1[idx]
+        members = unravel(p)
         g, reported = [], []
         for j in range(n_members):
-            gj, rj = grad_fn(p[j], xb, ys[j][idx], wb, masks[j])
+            gj, rj = grad_fn(members[j], xb, ys[j][idx], wb, masks[j])
             g.append(gj)
             reported.append(rj)
+        g = ravel_pytree(g)[0]
         t = t + 1.0
-        m = jax.tree.map(lambda a, b: _ADAM_B1 * a + (1.0 - _ADAM_B1) * b, m, g)
-        v = jax.tree.map(lambda a, b: _ADAM_B2 * a + (1.0 - _ADAM_B2) * b**2, v, g)
+        m = _ADAM_B1 * m + (1.0 - _ADAM_B1) * g
+        v = _ADAM_B2 * v + (1.0 - _ADAM_B2) * g**2
         # sklearn folds the bias correction into the step size and adds eps to the raw sqrt(v).
         lr_t = lr * jnp.sqrt(1.0 - _ADAM_B2**t) / (1.0 - _ADAM_B1**t)
-        adam = lambda a, b, c, on: jnp.where(on, a - lr_t * b / (jnp.sqrt(c) + _ADAM_EPS), a)
-        p = [jax.tree.map(lambda a, b, c, j=j: adam(a, b, c, active[j]), p[j], m[j], v[j])
-             for j in range(n_members)]
+        p = jnp.where(active[owner], p - lr_t * m / (jnp.sqrt(v) + _ADAM_EPS), p)
         return (p, m, v, t, active), jnp.stack(reported) * jnp.sum(wb)
 
     # Padding the last batch with zero-weight rows keeps static shapes while every sample is used
@@ -335,12 +341,12 @@ def _mlps_train(
         e, _, _, _, done, _ = carry
         return (e < max_epochs) & ~jnp.all(done)
 
-    zeros = jax.tree.map(jnp.zeros_like, aug)
+    zeros = jnp.zeros_like(flat)
     inf = jnp.full((n_members,), jnp.inf, jnp.float32)
-    init = (0, (aug, zeros, zeros, jnp.float32(0.0)), inf, jnp.zeros((n_members,), jnp.int32),
+    init = (0, (flat, zeros, zeros, jnp.float32(0.0)), inf, jnp.zeros((n_members,), jnp.int32),
             jnp.zeros((n_members,), bool), jnp.full((max_epochs, n_members), jnp.nan, jnp.float32))
-    _, (aug, _, _, _), _, _, _, curves = lax.while_loop(more, epoch, init)
-    fitted = [{"w1": p["w1"][:-1], "b1": p["w1"][-1], "w2": p["w2"], "b2": p["b2"]} for p in aug]
+    _, (flat, _, _, _), _, _, _, curves = lax.while_loop(more, epoch, init)
+    fitted = [{"w1": p["w1"][:-1], "b1": p["w1"][-1], "w2": p["w2"], "b2": p["b2"]} for p in unravel(flat)]
     return fitted, curves, jnp.sum(~jnp.isnan(curves), axis=0)
 
 
