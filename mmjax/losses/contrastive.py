@@ -77,7 +77,6 @@ def _lse_both_ways(x, y, extra_row, extra_col, cols: bool, block: int):
 
 def _lse_fwd(x, y, extra_row, extra_col, cols, block):
     n_blocks = _row_blocks(x.shape[0], block)
-    xb, eb = x.reshape(n_blocks, -1, x.shape[1]), extra_row.reshape(n_blocks, -1)
 
     def body(carry, inp):
         c_max, c_sum = carry
@@ -95,7 +94,8 @@ def _lse_fwd(x, y, extra_row, extra_col, cols, block):
     if n_blocks == 1:
         (c_max, c_sum), row = body(init, (x, extra_row))
     else:
-        (c_max, c_sum), row = lax.scan(body, init, (xb, eb))
+        blocks = (x.reshape(n_blocks, -1, x.shape[1]), extra_row.reshape(n_blocks, -1))
+        (c_max, c_sum), row = lax.scan(body, init, blocks)
     row = row.reshape(-1)
     col = c_max + jnp.log(c_sum)
     return (row, col), (x, y, extra_row, extra_col, row, col)
