@@ -184,9 +184,8 @@ def mmjax_eval(feats, targets, n_fit: int, max_epochs: int = 200):
 
     def both(hs, ys, key):  # as mmjax.train.synthetic's evaluate: per encoder, all targets at once
         fit, test = [y[:n_fit] for y in ys], [y[n_fit:] for y in ys]
-        return [(ident.linear_r2_targets(h[:n_fit], fit, h[n_fit:], test),
-                 ident.nonlinear_r2_targets("mlp", k, h[:n_fit], fit, h[n_fit:], test, max_epochs=max_epochs))
-                for h, k in zip(hs, jax.random.split(key), strict=True)]
+        lin = jnp.stack([ident.linear_r2_targets(h[:n_fit], fit, h[n_fit:], test) for h in hs])
+        return lin, ident.mlp_r2_encoders(key, hs[:, :n_fit], fit, hs[:, n_fit:], test, max_epochs=max_epochs)
 
     start = time.perf_counter()
     compiled = jax.jit(both).lower(hs, ys, jax.random.key(0)).compile()

@@ -12,6 +12,8 @@ magnitude slower on small, loaded machines, so cap it (``threadpoolctl.threadpoo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -248,7 +250,7 @@ def _augment(x: Array) -> Array:
 
 def _mlps_train(
     params: list[dict[str, Array]],
-    x: Array,
+    x: Array | Sequence[Array],
     ys: list[Array],
     masks: list[Array],
     key: Array,
@@ -260,33 +262,51 @@ def _mlps_train(
     tol: float,
     n_iter_no_change: int,
     shuffle: bool = True,
+    input_of: Sequence[int] | None = None,
 ) -> tuple[list[dict[str, Array]], Array, Array]:
-    """sklearn's Adam loop for T MLPs on one input x (n, d); member j fits ys[j] (n, k_j), masks[j] (k_j,).
+    """sklearn's Adam loop for T MLPs; member j fits ys[j] (n, k_j), masks[j] (k_j,) from one input.
 
-    All members see the same minibatches (one shuffle per epoch, so each member's batch order is
-    still a uniform random permutation, as in sklearn) and each stops at its own plateau: a finished
-    member's parameters are frozen while the others train on, and the epoch loop ends when every
-    member has stopped. Each step runs the members one after another on the shared batch: on CPU a
-    member's activations (batch x hidden) stay in cache, where one wide layer for all members would
-    stream T times as much through memory per pass (measured 2-3x slower). Returns the final params,
-    the (max_epochs, T) loss curves (NaN once a member stopped) and the (T,) epoch counts.
+    x is either one input (n, d) for every member, or a sequence of E inputs (n, d) with
+    ``input_of[j]`` naming member j's (e.g. both encoders' features, so their trainings share one
+    loop). All members see the same minibatches (one shuffle per epoch, so each member's batch order
+    is still a uniform random permutation, as in sklearn) and each stops at its own plateau: a
+    finished member's parameters are frozen while the others train on, and the epoch loop ends when
+    every member has stopped. Each step gathers the batch rows of all inputs and targets at once and
+    runs the members one after another on them: on CPU a member's activations (batch x hidden) stay
+    in cache, where one wide layer for all members would stream T times as much through memory per
+    pass (measured 2-3x slower). Returns the final params, the (max_epochs, T) loss curves (NaN once
+    a member stopped) and the (T,) epoch counts.
     """
-    n = x.shape[0]
     n_members = len(ys)
-    x1 = _augment(x)
+    inputs = [x] if not isinstance(x, (list, tuple)) else list(x)
+    input_of = [0] * n_members if input_of is None else list(input_of)
+    if len(input_of) != n_members or any(not 0 <= i < len(inputs) for i in input_of):
+        raise ValueError(f"input_of={input_of!r} is invalid: {n_members} indices into {len(inputs)} inputs")
+    n = inputs[0].shape[0]
+    # One (n, columns) block holding every input (with its ones column, see _augment) and every
+    # distinct target: one gather per step instead of one per input and per member.
+    distinct = {id(y): y for y in ys}
+    blocks = [_augment(a) for a in inputs] + list(distinct.values())
+    starts = np.cumsum([0] + [b.shape[1] for b in blocks])
+    table = jnp.concatenate(blocks, axis=1)
+    y_block = {key: len(inputs) + j for j, key in enumerate(distinct)}
+    cols = lambda blk: np.arange(starts[blk], starts[blk + 1])
+    x_cols = [cols(input_of[j]) for j in range(n_members)]
+    y_cols = [cols(y_block[id(y)]) for y in ys]
+    x_lo = [(int(c[0]), int(c[-1]) + 1) for c in x_cols]
+    y_lo = [(int(c[0]), int(c[-1]) + 1) for c in y_cols]
     bs = min(batch_size, n)
     n_batches = -(-n // bs)
     pad = n_batches * bs - n
     # Internally w1 carries b1 as its last row (see _augment); L2 applies to the weights only.
     aug = [{"w1": jnp.concatenate([p["w1"], p["b1"][None]], 0), "w2": p["w2"], "b2": p["b2"]}
            for p in params]
-    l2_rows = (jnp.arange(x1.shape[1]) < x.shape[1]).astype(jnp.float32)[:, None]
 
     def member_loss(p: dict[str, Array], xb: Array, yb: Array, wb: Array, mask: Array):
         n_b = jnp.sum(wb)
         out = jax.nn.relu(xb @ p["w1"]) @ p["w2"] + p["b2"]
         sq = jnp.sum(wb[:, None] * mask * (out - yb) ** 2)
-        reg = 0.5 * l2 * (jnp.sum((p["w1"] * l2_rows) ** 2) + jnp.sum((p["w2"] * mask) ** 2)) / n_b
+        reg = 0.5 * l2 * (jnp.sum(p["w1"][:-1] ** 2) + jnp.sum((p["w2"] * mask) ** 2)) / n_b
         # sklearn reports the squared loss averaged over samples and outputs, but its gradient
         # (delta = pred - y) is that of the sum over outputs; mirror both.
         return 0.5 * sq / n_b + reg, 0.5 * sq / (n_b * jnp.sum(mask)) + reg
@@ -301,11 +321,12 @@ def _mlps_train(
     def step(state, batch):
         p, m, v, t, active = state
         idx, wb = batch
-        xb = x1[idx]
+        rows = table[idx]
         members = unravel(p)
         g, reported = [], []
         for j in range(n_members):
-            gj, rj = grad_fn(members[j], xb, ys[j][idx], wb, masks[j])
+            (xa, xb), (ya, yb) = x_lo[j], y_lo[j]
+            gj, rj = grad_fn(members[j], rows[:, xa:xb], rows[:, ya:yb], wb, masks[j])
             g.append(gj)
             reported.append(rj)
         g = ravel_pytree(g)[0]
@@ -414,6 +435,45 @@ def mlp_r2_targets(
                                max_epochs=max_epochs, tol=tol, n_iter_no_change=n_iter_no_change)
     return jnp.stack([r2_score(y, _mlp_apply(p, h_test), m)
                       for p, y, m in zip(params, ys_test, masks, strict=True)])
+
+
+def mlp_r2_encoders(
+    key,
+    hs_fit,
+    ys_fit,
+    hs_test,
+    ys_test,
+    masks=None,
+    *,
+    hidden=100,
+    lr=1e-3,
+    l2=1e-4,
+    batch_size=200,
+    max_epochs=200,
+    tol=1e-4,
+    n_iter_no_change=10,
+) -> Array:
+    """`mlp_r2_targets` on each of E feature sets (hs_fit (E, n, d)) for the same targets -> (E, T).
+
+    The E x T MLPs train in one loop (each its own initialisation and plateau stop), so the
+    per-step cost of the loop is paid once for all encoders instead of once per encoder.
+    """
+    hs_fit, hs_test = _f32(hs_fit), _f32(hs_test)
+    n_enc = hs_fit.shape[0]
+    ys, ys_test = _targets_2d(ys_fit), _targets_2d(ys_test)
+    masks = _masks_for(masks, ys)
+    n_t = len(ys)
+    key_init, key_shuffle = jax.random.split(key)
+    keys = jax.random.split(key_init, n_enc * n_t)
+    params = [_mlp_init(keys[e * n_t + j], hs_fit.shape[2], hidden, y.shape[1], jnp.sum(m))
+              for e in range(n_enc) for j, (y, m) in enumerate(zip(ys, masks, strict=True))]
+    params, _, _ = _mlps_train(params, list(hs_fit), ys * n_enc, masks * n_enc, key_shuffle,
+                               input_of=[e for e in range(n_enc) for _ in ys], lr=lr, l2=l2,
+                               batch_size=batch_size, max_epochs=max_epochs, tol=tol,
+                               n_iter_no_change=n_iter_no_change)
+    return jnp.stack([jnp.stack([r2_score(y, _mlp_apply(params[e * n_t + j], hs_test[e]), m)
+                                 for j, (y, m) in enumerate(zip(ys_test, masks, strict=True))])
+                      for e in range(n_enc)])
 
 
 def mlp_r2(
@@ -581,6 +641,19 @@ def nonlinear_r2_targets(
     h_fit = _f32(h_fit)[:cap]
     return lax.map(lambda a: kernel_ridge_r2(h_fit, a[0][:cap], h_test, a[1], a[2]),
                    (pad(ys_fit), pad(ys_test), mask))
+
+
+def nonlinear_r2_encoders(probe: str, key, hs_fit, ys_fit, hs_test, ys_test, masks=None, **kwargs) -> Array:
+    """`nonlinear_r2_targets` on each of E feature sets (hs_fit (E, n, d)) for the same targets -> (E, T).
+
+    The MLP probe trains all E x T members in one loop (`mlp_r2_encoders`); the kernel probes, which
+    have no sequential loop to share, run once per encoder. kwargs as for `nonlinear_r2_targets`.
+    """
+    if probe == "mlp":
+        return mlp_r2_encoders(key, hs_fit, ys_fit, hs_test, ys_test, masks,
+                               max_epochs=kwargs.get("max_epochs", 200))
+    return jnp.stack([nonlinear_r2_targets(probe, key, a, ys_fit, b, ys_test, masks, **kwargs)
+                      for a, b in zip(hs_fit, hs_test, strict=True)])
 
 
 def aggregate_over_seeds(r2, axis=0) -> Array:

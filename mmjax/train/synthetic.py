@@ -114,16 +114,16 @@ def make_run(static: RunStatic):
         fit, test = slice(0, static.eval_fit), slice(static.eval_fit, n)
         ys_fit, ys_test = [y[fit] for y in ys], [y[test] for y in ys]
         probes = [static.nonlinear_probe] + ([static.compare_probe] if static.compare_probe else [])
-        lin, nl = [], [[] for _ in probes]
-        for h, k in zip(enc, jax.random.split(k_probe), strict=True):
-            h_fit, h_test = ident.standardize(h[fit], h[test])
-            lin.append(ident.linear_r2_targets(h_fit, ys_fit, h_test, ys_test, masks))
-            for out, probe in zip(nl, probes, strict=True):
-                out.append(ident.nonlinear_r2_targets(
-                    probe, k, h_fit, ys_fit, h_test, ys_test, masks, max_epochs=static.probe_epochs,
-                    kernel_ridge_max=static.kernel_ridge_max, n_landmarks=static.nystrom_landmarks))
-        compare = jnp.stack(nl[1]) if static.compare_probe else jnp.zeros((2, 0))
-        return jnp.stack(lin), jnp.stack(nl[0]), compare
+        hs_fit, hs_test = zip(*(ident.standardize(h[fit], h[test]) for h in enc), strict=True)
+        hs_fit, hs_test = jnp.stack(hs_fit), jnp.stack(hs_test)
+        lin = jnp.stack([ident.linear_r2_targets(a, ys_fit, b, ys_test, masks)
+                         for a, b in zip(hs_fit, hs_test, strict=True)])
+        kw = dict(max_epochs=static.probe_epochs, kernel_ridge_max=static.kernel_ridge_max,
+                  n_landmarks=static.nystrom_landmarks)
+        nl = [ident.nonlinear_r2_encoders(probe, k_probe, hs_fit, ys_fit, hs_test, ys_test, masks, **kw)
+              for probe in probes]
+        compare = nl[1] if static.compare_probe else jnp.zeros((2, 0))
+        return lin, nl[0], compare
 
     def evaluate_downstream(p, params: RunParams, world: World, key: Array):
         """ID/OOD probes on the image representation (standardised with fit-split statistics)."""

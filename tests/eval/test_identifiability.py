@@ -357,25 +357,53 @@ def test_linear_r2_targets_equals_per_target_fits(data):
 
 
 def test_mlps_trained_together_equal_separate_trainings(data):
-    """Members sharing the minibatch order keep their own training and their own plateau stop."""
+    """Members sharing the minibatch order (on one input or on two) keep their own training and their
+    own plateau stop."""
     xf, xt, yf, _ = data
-    ys = [jnp.asarray(yf[:, :1]), jnp.asarray(yf[:, 1:2]), jnp.asarray(yf[:, 1:])]
+    xs = [jnp.asarray(xf), jnp.tanh(jnp.asarray(xf))]
+    ys = [jnp.asarray(yf[:, :1]), jnp.asarray(yf[:, 1:2]), jnp.asarray(yf[:, 1:]), jnp.asarray(yf[:, :1])]
+    input_of = [0, 0, 0, 1]  # the last member fits the first target from the second input
     masks = [jnp.ones((y.shape[1],), jnp.float32) for y in ys]
     params = [idf._mlp_init(k, D, 100, y.shape[1], y.shape[1])
-              for k, y in zip(jax.random.split(jax.random.PRNGKey(3), 3), ys, strict=True)]
+              for k, y in zip(jax.random.split(jax.random.PRNGKey(3), len(ys)), ys, strict=True)]
     kw = dict(lr=1e-3, l2=1e-4, batch_size=200, max_epochs=200, tol=1e-3, n_iter_no_change=10)
     key = jax.random.PRNGKey(4)
-    train = jax.jit(lambda p, t, m: idf._mlps_train(p, jnp.asarray(xf), t, m, key, **kw))
-    together, _, stops = train(params, ys, masks)
-    for j in range(3):
-        alone, _, stop = train([params[j]], ys[j:j + 1], masks[j:j + 1])
+    train = jax.jit(lambda p, x, t, m, inp: idf._mlps_train(p, x, t, m, key, input_of=inp, **kw),
+                    static_argnums=4)
+    together, _, stops = train(params, xs, ys, masks, tuple(input_of))
+    for j, i in enumerate(input_of):
+        alone, _, stop = train([params[j]], xs[i], ys[j:j + 1], masks[j:j + 1], None)
         assert int(stops[j]) == int(stop[0])
         # The same float32 operations per member (no reordering across members): measured ≤ 1e-6;
         # a member trained a different number of steps would be off by ≫ 1e-4.
         for name in ("w1", "w2"):
             np.testing.assert_allclose(np.asarray(together[j][name]), np.asarray(alone[0][name]),
-                                       atol=1e-4, err_msg=f"target {j}: {name}")
+                                       atol=1e-4, err_msg=f"member {j}: {name}")
     assert len({int(s) for s in stops}) > 1  # tol=1e-3: the targets stop at different epochs
+
+
+def test_mlp_r2_encoders_matches_mlp_r2_targets(data):
+    """One encoder: the same keys and float32 operations as mlp_r2_targets (measured ≤ 1e-6 apart; a
+    different init or batch order would move R² by ~1e-2). Two encoders: each gets its own row, and
+    its members train as separate fits would (test_mlps_trained_together_equal_separate_trainings)."""
+    xf, xt, yf, yt = data
+    ys_fit, ys_test = [yf[:, :1], yf[:, 1:]], [yt[:, :1], yt[:, 1:]]
+    key = jax.random.PRNGKey(0)
+    one = np.asarray(jax.jit(idf.mlp_r2_encoders)(key, xf[None], ys_fit, xt[None], ys_test))
+    want = np.asarray(jax.jit(idf.mlp_r2_targets)(key, xf, ys_fit, xt, ys_test))
+    np.testing.assert_allclose(one, want[None], atol=1e-4)
+    two = np.asarray(jax.jit(idf.mlp_r2_encoders)(key, np.stack([xf, -xf]), ys_fit, np.stack([xt, -xt]),
+                                                  ys_test))
+    assert two.shape == (2, 2) and np.all(two > 0.3), two  # both encodings carry the targets
+
+
+def test_mlps_train_rejects_bad_input_of(data):
+    xf = jnp.asarray(data[0])
+    y = jnp.zeros((xf.shape[0], 1))
+    p = [idf._mlp_init(jax.random.PRNGKey(0), D, 100, 1, 1.0)]
+    with pytest.raises(ValueError, match=r"input_of=\[2\] is invalid: 1 indices into 2 inputs"):
+        idf._mlps_train(p, [xf, xf], [y], [jnp.ones((1,))], jax.random.PRNGKey(0), input_of=[2], lr=1e-3,
+                        l2=1e-4, batch_size=200, max_epochs=1, tol=1e-4, n_iter_no_change=10)
 
 
 def _nystrom_reference(xf, yf, xt, yt, m, cutoff=1e-5):
