@@ -182,7 +182,7 @@ def mmjax_eval(feats, targets, n_fit: int, max_epochs: int = 200):
     ys = [jnp.asarray(y, jnp.float32) for y in targets]
     hs = jnp.asarray(np.stack(feats), jnp.float32)
 
-    def both(hs, ys, key):  # as mmjax.train.synthetic's evaluate: per encoder, all targets at once
+    def both(hs, ys, key):  # as mmjax.train.synthetic's evaluate: an SVD per encoder, one MLP loop
         fit, test = [y[:n_fit] for y in ys], [y[n_fit:] for y in ys]
         lin = jnp.stack([ident.linear_r2_targets(h[:n_fit], fit, h[n_fit:], test) for h in hs])
         return lin, ident.mlp_r2_encoders(key, hs[:, :n_fit], fit, hs[:, n_fit:], test, max_epochs=max_epochs)
