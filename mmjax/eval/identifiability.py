@@ -290,11 +290,9 @@ def _mlps_train(
     starts = np.cumsum([0] + [b.shape[1] for b in blocks])
     table = jnp.concatenate(blocks, axis=1)
     y_block = {key: len(inputs) + j for j, key in enumerate(distinct)}
-    cols = lambda blk: np.arange(starts[blk], starts[blk + 1])
-    x_cols = [cols(input_of[j]) for j in range(n_members)]
-    y_cols = [cols(y_block[id(y)]) for y in ys]
-    x_lo = [(int(c[0]), int(c[-1]) + 1) for c in x_cols]
-    y_lo = [(int(c[0]), int(c[-1]) + 1) for c in y_cols]
+    span = lambda blk: (int(starts[blk]), int(starts[blk + 1]))  # a block's columns in the table
+    x_lo = [span(input_of[j]) for j in range(n_members)]
+    y_lo = [span(y_block[id(y)]) for y in ys]
     bs = min(batch_size, n)
     n_batches = -(-n // bs)
     pad = n_batches * bs - n
@@ -459,6 +457,9 @@ def mlp_r2_encoders(
     per-step cost of the loop is paid once for all encoders instead of once per encoder.
     """
     hs_fit, hs_test = _f32(hs_fit), _f32(hs_test)
+    if hs_fit.ndim != 3 or hs_test.ndim != 3 or hs_fit.shape[::2] != hs_test.shape[::2]:
+        raise ValueError(f"hs_fit, hs_test have shapes {hs_fit.shape}, {hs_test.shape}: expected "
+                         "(E, n_fit, d) and (E, n_test, d)")
     n_enc = hs_fit.shape[0]
     ys, ys_test = _targets_2d(ys_fit), _targets_2d(ys_test)
     masks = _masks_for(masks, ys)

@@ -395,6 +395,8 @@ def test_mlp_r2_encoders_matches_mlp_r2_targets(data):
     two = np.asarray(jax.jit(idf.mlp_r2_encoders)(key, np.stack([xf, -xf]), ys_fit, np.stack([xt, -xt]),
                                                   ys_test))
     assert two.shape == (2, 2) and np.all(two > 0.3), two  # both encodings carry the targets
+    with pytest.raises(ValueError, match=r"hs_fit, hs_test have shapes .*: expected \(E, n_fit, d\)"):
+        idf.mlp_r2_encoders(key, xf, ys_fit, xt, ys_test)
 
 
 def test_mlps_train_rejects_bad_input_of(data):
