@@ -383,7 +383,7 @@ def test_mlps_trained_together_equal_separate_trainings(data):
 
 
 def test_mlp_r2_encoders_matches_mlp_r2_targets(data):
-    """One encoder: the same keys and float32 operations as mlp_r2_targets (measured ≤ 1e-6 apart; a
+    """One encoder: the same keys and float32 operations as mlp_r2_targets (measured equal here; a
     different init or batch order would move R² by ~1e-2). Two encoders: each gets its own row, and
     its members train as separate fits would (test_mlps_trained_together_equal_separate_trainings)."""
     xf, xt, yf, yt = data
