@@ -401,38 +401,15 @@ def linear_r2_targets(h_fit, ys_fit, h_test, ys_test, masks=None) -> Array:
                       for y, m, lo, hi in zip(ys_test, masks, stops[:-1], stops[1:], strict=True)])
 
 
-def mlp_r2_targets(
-    key,
-    h_fit,
-    ys_fit,
-    h_test,
-    ys_test,
-    masks=None,
-    *,
-    hidden=100,
-    lr=1e-3,
-    l2=1e-4,
-    batch_size=200,
-    max_epochs=200,
-    tol=1e-4,
-    n_iter_no_change=10,
-) -> Array:
+def mlp_r2_targets(key, h_fit, ys_fit, h_test, ys_test, masks=None, **kwargs) -> Array:
     """`mlp_r2` of T targets on the same features, trained together: sequences of (n, k_j) -> (T,).
 
     Each target gets its own MLP (own initialisation, own plateau stop, as T separate sklearn
     ``MLPRegressor()`` fits); they share the minibatch order, so the batch is gathered once per
-    step and the epoch loop runs until the last target has stopped.
+    step and the epoch loop runs until the last target has stopped. `mlp_r2_encoders` with one
+    encoder; kwargs (hidden, lr, l2, batch_size, max_epochs, tol, n_iter_no_change) as there.
     """
-    x, h_test = _f32(h_fit), _f32(h_test)
-    ys, ys_test = _targets_2d(ys_fit), _targets_2d(ys_test)
-    masks = _masks_for(masks, ys)
-    key_init, key_shuffle = jax.random.split(key)
-    params = [_mlp_init(k, x.shape[1], hidden, y.shape[1], jnp.sum(m))
-              for k, y, m in zip(jax.random.split(key_init, len(ys)), ys, masks, strict=True)]
-    params, _, _ = _mlps_train(params, x, ys, masks, key_shuffle, lr=lr, l2=l2, batch_size=batch_size,
-                               max_epochs=max_epochs, tol=tol, n_iter_no_change=n_iter_no_change)
-    return jnp.stack([r2_score(y, _mlp_apply(p, h_test), m)
-                      for p, y, m in zip(params, ys_test, masks, strict=True)])
+    return mlp_r2_encoders(key, _f32(h_fit)[None], ys_fit, _f32(h_test)[None], ys_test, masks, **kwargs)[0]
 
 
 def mlp_r2_encoders(

@@ -382,19 +382,30 @@ def test_mlps_trained_together_equal_separate_trainings(data):
     assert len({int(s) for s in stops}) > 1  # tol=1e-3: the targets stop at different epochs
 
 
-def test_mlp_r2_encoders_matches_mlp_r2_targets(data):
-    """One encoder: the same keys and float32 operations as mlp_r2_targets (measured equal here; a
-    different init or batch order would move R² by ~1e-2). Two encoders: each gets its own row, and
-    its members train as separate fits would (test_mlps_trained_together_equal_separate_trainings)."""
+def test_mlp_r2_encoders_rows_are_their_encoders_members(data):
+    """Row e, column j is the member trained on encoder e's fit features for target j and scored on
+    encoder e's test features: rebuilt here from `_mlps_train` with the documented key layout (member
+    e * T + j initialised from split(key_init, E * T)), the same float32 program (measured equal; a
+    row scored on the other encoder's features would be off by ≫ 1e-4)."""
     xf, xt, yf, yt = data
-    ys_fit, ys_test = [yf[:, :1], yf[:, 1:]], [yt[:, :1], yt[:, 1:]]
+    hf, ht = np.stack([xf, np.tanh(xf)]), np.stack([xt, np.tanh(xt)])
+    ys_fit, ys_test = [jnp.asarray(yf[:, :1]), jnp.asarray(yf[:, 1:])], [yt[:, :1], yt[:, 1:]]
     key = jax.random.PRNGKey(0)
-    one = np.asarray(jax.jit(idf.mlp_r2_encoders)(key, xf[None], ys_fit, xt[None], ys_test))
-    want = np.asarray(jax.jit(idf.mlp_r2_targets)(key, xf, ys_fit, xt, ys_test))
-    np.testing.assert_allclose(one, want[None], atol=1e-4)
-    two = np.asarray(jax.jit(idf.mlp_r2_encoders)(key, np.stack([xf, -xf]), ys_fit, np.stack([xt, -xt]),
-                                                  ys_test))
-    assert two.shape == (2, 2) and np.all(two > 0.3), two  # both encodings carry the targets
+    got = np.asarray(jax.jit(idf.mlp_r2_encoders)(key, hf, ys_fit, ht, ys_test))
+    key_init, key_shuffle = jax.random.split(key)
+    keys = jax.random.split(key_init, 4)
+    params = [idf._mlp_init(keys[2 * e + j], D, 100, y.shape[1], y.shape[1])
+              for e in range(2) for j, y in enumerate(ys_fit)]
+    masks = [jnp.ones((y.shape[1],), jnp.float32) for y in ys_fit] * 2
+    kw = dict(lr=1e-3, l2=1e-4, batch_size=200, max_epochs=200, tol=1e-4, n_iter_no_change=10)
+    fitted, _, _ = jax.jit(lambda p: idf._mlps_train(p, [jnp.asarray(h) for h in hf], ys_fit * 2, masks,
+                                                     key_shuffle, input_of=[0, 0, 1, 1], **kw))(params)
+    want = [[float(idf.r2_score(yt_j, idf._mlp_apply(fitted[2 * e + j], jnp.asarray(ht[e]))))
+             for j, yt_j in enumerate(ys_test)] for e in range(2)]
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert np.all(got > 0.3), got  # both encodings carry the targets
+    one = np.asarray(jax.jit(idf.mlp_r2_targets)(key, xf, ys_fit, xt, ys_test))
+    assert one.shape == (2,) and np.all(one > 0.3), one
     with pytest.raises(ValueError, match=r"hs_fit, hs_test have shapes .*: expected \(E, n_fit, d\)"):
         idf.mlp_r2_encoders(key, xf, ys_fit, xt, ys_test)
 
