@@ -12,16 +12,18 @@ reference, mmjax, ...), and prints the medians and their ratio:
 
 - reference: `train_step` on fresh standard-normal latents (its data generation is not timed), Adam,
   clipping at 2, torch on CPU with `--threads` threads;
-- mmjax: `jit(run.train)` of `mmjax.train.synthetic.make_run` for `--steps` steps, divided by the step
-  count; it samples its latents on device inside the scan, which the reference side does not count.
+- mmjax: `jit(run.train)` of `mmjax.train.synthetic.make_run`, compiled with the run's
+  `compiler_options` as `mmjax sweep` compiles it (at paper widths on CPU: XLA's own dot kernels, not
+  YNNPACK's), for `--steps` steps, divided by the step count; it samples its latents on device inside
+  the scan, which the reference side does not count.
 
 Last, the R² evaluation of one model (`--eval-fit` fit + as many test rows; the paper's is 20 480): the
 reference's `evaluate_prediction` with `LinearRegression(n_jobs=-1)` and `MLPRegressor(max_iter=10000)`,
 as `main_numeric.main` calls them, on 13 targets x 2 encodings, against mmjax's linear and MLP probes
 (`mmjax.eval.identifiability`, the targets batched as `mmjax.train.synthetic` batches them, 200 epochs at
-most as the paper scale's `probe_epochs`) on the same standardised features and targets: 10-d encodings
-tanh(z A) of z ~ N(0, I_15), targets the 10 semantic latents one by one, all 10 together, the 5 image-
-specific ones and 5 independent ones (R² ≈ 0).
+most as the paper scale's `probe_epochs`, compiled with the paper-scale run's options) on the same
+standardised features and targets: 10-d encodings tanh(z A) of z ~ N(0, I_15), targets the 10 semantic
+latents one by one, all 10 together, the 5 image-specific ones and 5 independent ones (R² ≈ 0).
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def mmjax_steps(scale: str, batch: int, widths: str, steps: int):
     run = make_run(static)
     params, world = cfg.to_params(), jax.jit(static.draw_world)(jax.random.key(0))
     start = time.perf_counter()
-    train = jax.jit(run.train).lower(params, world, jax.random.key(1)).compile()
+    train = jax.jit(run.train).lower(params, world, jax.random.key(1)).compile(run.compiler_options)
     compile_s = time.perf_counter() - start
     temp = train.memory_analysis().temp_size_in_bytes
     keys = iter(range(2, 10_000))
@@ -187,8 +189,13 @@ def mmjax_eval(feats, targets, n_fit: int, max_epochs: int = 200):
         lin = jnp.stack([ident.linear_r2_targets(h[:n_fit], fit, h[n_fit:], test) for h in hs])
         return lin, ident.mlp_r2_encoders(key, hs[:, :n_fit], fit, hs[:, n_fit:], test, max_epochs=max_epochs)
 
+    # compiled as a paper-scale run compiles its evaluation (mmjax.train.synthetic's compiler_options)
+    from mmjax.configs.numeric import base_config
+    from mmjax.train.synthetic import make_run
+
+    options = make_run(base_config("paper").to_static()).compiler_options
     start = time.perf_counter()
-    compiled = jax.jit(both).lower(hs, ys, jax.random.key(0)).compile()
+    compiled = jax.jit(both).lower(hs, ys, jax.random.key(0)).compile(options)
     compile_s = time.perf_counter() - start
     return (lambda: jax.block_until_ready(compiled(hs, ys, jax.random.key(1)))), compile_s
 

@@ -26,6 +26,37 @@ _ENV = {"coordinator": "MMJAX_COORDINATOR", "num_processes": "MMJAX_NUM_PROCESSE
         "process_id": "MMJAX_PROCESS_ID", "local_devices": "MMJAX_LOCAL_DEVICE_IDS"}
 
 
+# XLA:CPU in jaxlib 0.10 hands dots and their neighbours to YNNPACK fusions by default. Measured
+# side by side on the 2-core machines of benchmarks/README.md: XLA's own kernels run the paper-width
+# synthetic step (750-wide layers, batch 6144) ~15 % faster and the MLP probe loop of the R² evaluation
+# ~20 % faster; at widths 64 (the cpu recipe) they are 3-9 % slower, at paper widths and batch 512 even.
+_NO_YNN_FUSIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@functools.cache
+def _compiler_option_accepted(name: str, value: str) -> bool:
+    """Whether this jaxlib's XLA accepts the compiler option (older ones do not know the YNN flag)."""
+    try:
+        jax.jit(lambda x: x + 1).lower(np.float32(0)).compile({name: value})
+    except jax.errors.JaxRuntimeError:
+        return False
+    return True
+
+
+def cpu_compiler_options(*, ynn_fusions: bool = True) -> dict[str, str] | None:
+    """Compiler options for an mmjax program (`Lowered.compile(options)`, `jax.jit(compiler_options=)`).
+
+    None (XLA's defaults) unless the default backend is the CPU and `ynn_fusions` is False: then XLA's
+    own dot kernels instead of YNNPACK fusions, where this jaxlib knows the option. Per program, so
+    other programs of the process keep their defaults; other backends never see a CPU option.
+    """
+    if ynn_fusions or jax.default_backend() != "cpu":
+        return None
+    if not all(_compiler_option_accepted(k, v) for k, v in _NO_YNN_FUSIONS.items()):
+        return None
+    return dict(_NO_YNN_FUSIONS)
+
+
 def data_mesh(devices: list | None = None, axis: str = DATA_AXIS) -> Mesh:
     """A 1-D mesh over all (global) devices with an Auto-typed data axis."""
     devs = np.asarray(jax.devices() if devices is None else devices)

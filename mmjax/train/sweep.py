@@ -167,7 +167,8 @@ class Runner:
         if self._compiled is not None:
             return 0.0
         start = time.perf_counter()
-        self._compiled = self._fn.lower(*self.inputs(jobs)).compile()
+        options = getattr(self.run, "compiler_options", None)  # see mmjax.parallel.cpu_compiler_options
+        self._compiled = self._fn.lower(*self.inputs(jobs)).compile(options)
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 

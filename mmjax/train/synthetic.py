@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from mmjax import parallel
 from mmjax.configs.synthetic import (  # noqa: F401 (the static config types, re-exported)
     EVAL_KINDS,
     LOSSES,
@@ -30,6 +31,9 @@ from mmjax.models.mlp import MLP
 from mmjax.train.step import adam_clipped, init_state, make_train_step
 
 Array = jax.Array
+# Encoders with a hidden layer this wide or wider compile without YNNPACK fusions on CPU.
+WIDE_ENCODER = 256
+
 
 class RunResult(NamedTuple):
     """What one run returns (all arrays, so results of vmapped runs stack)."""
@@ -173,6 +177,11 @@ def make_run(static: RunStatic):
         return RunResult(loss_curve=curve, r2_linear=r2_lin, r2_nonlinear=r2_nl, r2_compare=r2_cmp)
 
     run.init = init
+    # Options to compile run (or run.train, run.evaluate) with: on CPU, wide encoders (the paper's
+    # 750) train and evaluate faster on XLA's own dot kernels, narrow ones (64) on YNNPACK's (see
+    # parallel.cpu_compiler_options and benchmarks/README.md).
+    run.compiler_options = parallel.cpu_compiler_options(
+        ynn_fusions=max(static.widths_x + static.widths_t) < WIDE_ENCODER)
     run.step = step
     run.train = train
     run.evaluate = evaluate

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mmjax import parallel
 from mmjax.configs.numeric import base_config
 from mmjax.latent.simulator import make_world
 from mmjax.report import read_csv
@@ -111,3 +112,12 @@ def test_cli_smoke_sweep_end_to_end(tmp_path):
     record = json.loads((out / "sweep.json").read_text())
     assert len(record["jobs"]) == 10 and (out / "heatmap.png").stat().st_size > 10_000
 
+
+
+def test_wide_encoders_compile_without_ynn_fusions_narrow_ones_with():
+    # the measured split (benchmarks/README.md): XLA's own dots win at the paper's 750, YNNPACK's at 64
+    wide = make_run(base_config("smoke", widths="8,256").to_static())
+    narrow = make_run(base_config("smoke", widths="8,8").to_static())
+    assert wide.compiler_options == parallel.cpu_compiler_options(ynn_fusions=False)
+    assert narrow.compiler_options is None
+    assert make_run(base_config("paper").to_static()).compiler_options == wide.compiler_options
