@@ -248,6 +248,37 @@ def _augment(x: Array) -> Array:
     return jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1)
 
 
+def _stable_ranks(keys: Array) -> Array:
+    """Where a stable sort puts each element of 1-D uint32 `keys` (n <= 2**16): argsort's inverse.
+
+    Two single-operand sorts and two binary searches: XLA:CPU sorts one uint32 array several times
+    faster than the key-value sort of an argsort. The first search gives each key the rank of its
+    first equal key; packing that rank above the position makes every key unique and orders equal keys
+    by position, so the second search gives the stable rank.
+    """
+    n = keys.shape[0]
+    first = jnp.searchsorted(jnp.sort(keys), keys, side="left", method="scan").astype(jnp.uint32)
+    packed = (first << 16) | jnp.arange(n, dtype=jnp.uint32)
+    return jnp.searchsorted(jnp.sort(packed), packed, side="left", method="scan")
+
+
+def _permutation(key: Array, n: int) -> Array:
+    """``jax.random.permutation(key, n)``, equal element for element, in a third of its time on CPU.
+
+    Same rounds of random 32-bit sort keys as jax's shuffle, each applied through `_stable_ranks`
+    (a scatter) instead of a key-value sort; for n > 2**16 (ranks no longer fit 16 bits) jax's own.
+    """
+    if n > 1 << 16:
+        return jax.random.permutation(key, n)
+    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+    x = jnp.arange(n, dtype=jnp.int32)
+    for _ in range(rounds):
+        key, sub = jax.random.split(key)
+        x = jnp.zeros_like(x).at[_stable_ranks(jax.random.bits(sub, (n,), jnp.uint32))].set(
+            x, unique_indices=True)
+    return x
+
+
 def _mlps_train(
     params: list[dict[str, Array]],
     x: Array | Sequence[Array],
@@ -344,7 +375,7 @@ def _mlps_train(
 
     def epoch(carry):
         e, opt, best, count, done, curves = carry
-        perm = jax.random.permutation(ekeys[e], n) if shuffle else jnp.arange(n)
+        perm = _permutation(ekeys[e], n) if shuffle else jnp.arange(n)
         idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)]).reshape(n_batches, bs)
         (p, m, v, t, _), losses = lax.scan(step, (*opt, ~done), (idx, weights))
         loss = jnp.sum(losses, axis=0) / n

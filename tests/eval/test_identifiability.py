@@ -460,3 +460,21 @@ def test_nystrom_r2_matches_sklearn_ridge_on_the_same_features(data):
 
 def partial_nystrom(xf, ys_fit, xt, ys_test):
     return idf.nystrom_r2_targets(xf, ys_fit, xt, ys_test, n_landmarks=100, alphas=ALPHAS, gammas=GAMMAS)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 200, 20_480, 65_536, 70_000])
+def test_probe_shuffle_equals_jax_permutation(n):
+    for seed in range(3):
+        key = jax.random.key(seed)
+        np.testing.assert_array_equal(np.asarray(jax.jit(idf._permutation, static_argnums=1)(key, n)),
+                                      np.asarray(jax.random.permutation(key, n)))
+
+
+def test_stable_ranks_invert_a_stable_argsort_with_many_ties():
+    rng = np.random.default_rng(0)
+    for n, high in [(1, 1), (50, 3), (4096, 1000), (65_536, 2**32)]:
+        keys = rng.integers(0, high, size=n, dtype=np.uint64).astype(np.uint32)
+        ranks = np.asarray(jax.jit(idf._stable_ranks)(jnp.asarray(keys)))
+        expect = np.empty(n, np.int64)
+        expect[np.argsort(keys, kind="stable")] = np.arange(n)
+        np.testing.assert_array_equal(ranks, expect)
